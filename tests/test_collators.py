@@ -31,9 +31,9 @@ def aut_tokens(seconds: float) -> int:
 
 
 # model: (model type, how the template writes one clip, its placeholder, placeholders for N s, padded frames or None
-# for padding to the longest clip)
+# for padding to the longest clip). Qwen2-Audio's window is cut to the longest clip (2 s: 200 frames + 2, to 8s).
 LAYOUTS = {
-    "qwen2-audio": ("qwen2_audio", "Audio 1: <|audio_bos|>{}<|audio_eos|>\n", "<|AUDIO|>", whisper_tokens, 3000),
+    "qwen2-audio": ("qwen2_audio", "Audio 1: <|audio_bos|>{}<|audio_eos|>\n", "<|AUDIO|>", whisper_tokens, 208),
     "qwen2.5-omni": ("qwen2_5_omni", "<|audio_bos|>{}<|audio_eos|>", "<|AUDIO|>", whisper_tokens, 3000),
     "qwen3-omni-moe": ("qwen3_omni_moe", "<|audio_start|>{}<|audio_end|>", "<|audio_pad|>", aut_tokens, None),
 }
@@ -221,8 +221,8 @@ def test_text_only_batch_gets_a_masked_silent_clip_when_asked(qwen2_audio, paddi
     check_row(tokenizer, batch["input_ids"][1].tolist(), batch["attention_mask"][1].tolist(),
               batch["labels"][1].tolist(), expected_prompt("qwen2-audio", rows[1]["prompt"], None), rows[1]["completion"],
               padding_side)
-    # The clip's features: one second of silence
-    assert batch["input_features"].shape == (1, 128, 3000)
+    # The clip's features: one second of silence, in a window cut to 104 frames
+    assert batch["input_features"].shape == (1, 128, 104)
     assert batch["feature_attention_mask"].sum().item() == 100
     assert collator.silent_clip_batches == 1 and collator.stats.loaded == 0
 

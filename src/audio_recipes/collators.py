@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 from audio_recipes.audio import AudioStats, load_audio_batch
+from audio_recipes.audio_window import allow_short_audio_windows, is_whisper_window_processor, short_window_samples
 
 IGNORE_INDEX = -100
 SILENT_CLIP_SECONDS = 1.0
@@ -55,6 +56,9 @@ class AudioChatCollator:
     each module's forward gathers its sharded weights from all ranks. No real token attends to the clip and it
     carries no loss, yet its encoder output stays in the autograd graph (attention weighs it by exactly 0), so a
     trainable encoder gets a zero gradient there, as on ranks with audio.
+
+    `short_audio_window`: Qwen2-Audio's features and encoder window are cut to the batch's longest clip instead
+    of 30 s, with the same outputs (see audio_recipes.audio_window).
     """
 
     processor: Any
@@ -65,6 +69,7 @@ class AudioChatCollator:
     stats: AudioStats = field(default_factory=AudioStats)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. enable_thinking for Qwen3
     silent_clip_for_text_batches: bool = False
+    short_audio_window: bool = True
     silent_clip_batches: int = field(default=0, init=False)  # how many batches got the silent clip
     _silent_clip: tuple | None = field(default=None, init=False, repr=False)
 
@@ -76,6 +81,9 @@ class AudioChatCollator:
             raise ValueError("the tokenizer has no pad token; set one (Qwen models pad with <|endoftext|>)")
         feature_extractor = getattr(self.processor, "feature_extractor", None)
         self.sampling_rate = feature_extractor.sampling_rate if feature_extractor is not None else None
+        self.short_audio_window = self.short_audio_window and is_whisper_window_processor(self.processor)
+        if self.short_audio_window:
+            allow_short_audio_windows()
 
     def prompt_texts(self, examples: Sequence[dict[str, Any]]) -> list[str]:
         return [
@@ -101,15 +109,21 @@ class AudioChatCollator:
             stats=self.stats,
         )
         if audios:
-            encoded = self.processor(
-                text=texts, audio=audios, sampling_rate=self.sampling_rate, padding=True, return_tensors="pt"
-            )
+            encoded = self.processor(text=texts, audio=audios, sampling_rate=self.sampling_rate, padding=True,
+                                     return_tensors="pt", **self.window_kwargs(audios))
         else:
             encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
         # Unpad so that prompt and completion are joined without padding between them
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=False)]
         audio_inputs = {key: value for key, value in encoded.items() if key not in ("input_ids", "attention_mask")}
         return prompt_ids, audio_inputs
+
+    def window_kwargs(self, audios: Sequence[np.ndarray]) -> dict[str, Any]:
+        if not self.short_audio_window:
+            return {}
+        extractor = self.processor.feature_extractor
+        samples = short_window_samples(max(len(audio) for audio in audios), extractor.hop_length, extractor.n_samples)
+        return {"audio_kwargs": {"max_length": samples}}
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompt_ids, audio_inputs = self.encode_prompts(examples)
@@ -169,7 +183,8 @@ class AudioChatCollator:
             messages = [{"role": "user", "content": [{"type": "audio", "audio_url": "silence"}]}]
             text = self.processor.apply_chat_template(messages, tokenize=False)
             silence = np.zeros(int(SILENT_CLIP_SECONDS * self.sampling_rate), dtype=np.float32)
-            encoded = self.processor(text=[text], audio=[silence], sampling_rate=self.sampling_rate, return_tensors="pt")
+            encoded = self.processor(text=[text], audio=[silence], sampling_rate=self.sampling_rate, return_tensors="pt",
+                                     **self.window_kwargs([silence]))
             features = {key: value for key, value in encoded.items()
                         if key not in ("input_ids", "attention_mask", "num_audio_tokens")}
             self._silent_clip = (encoded["input_ids"][0].tolist(), features)
