@@ -12,7 +12,11 @@ import soundfile
 import torch
 
 from audio_recipes.audio import AudioStats, load_audio_batch
-from audio_recipes.audio_window import allow_short_audio_windows, is_whisper_window_processor, short_window_samples
+from audio_recipes.audio_window import (
+    allow_short_audio_windows,
+    is_whisper_window_processor,
+    short_window_samples,
+)
 
 IGNORE_INDEX = -100
 SILENT_CLIP_SECONDS = 1.0
