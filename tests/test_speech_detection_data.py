@@ -55,6 +55,20 @@ def test_no_recording_in_two_splits_as_source_or_as_noise(built):
     assert (metadata["source"] != metadata["noise_source"]).all()
 
 
+def test_sources_are_split_by_sound_category(built):
+    """ESC-50's categories come from its esc50.csv; a category with fewer recordings than splits (the one dog, the
+    one car horn) stays in training, the three thunderstorms go one to each split; the noise folder is one category."""
+    _, metadata = built
+    nonspeech = metadata[metadata["label"] == "NONSPEECH"]
+    assert set(nonspeech["category"]) == {"dog", "car_horn", "thunderstorm", "noise"}
+    assert set(metadata.loc[metadata["label"] == "SPEECH", "category"]) == {"speech"}
+    splits_of = nonspeech.groupby("category")["split"].unique().map(set).to_dict()
+    assert splits_of["dog"] == splits_of["car_horn"] == {"train"}
+    assert splits_of["thunderstorm"] == splits_of["noise"] == {"train", "validation", "test"}
+    assert nonspeech[nonspeech["category"] == "thunderstorm"].groupby("split")["source"].nunique().to_dict() == {
+        "train": 1, "validation": 1, "test": 1}
+
+
 def test_clips_have_the_asked_length_rate_and_peak(built):
     out, metadata = built
     for row in metadata.sample(20, random_state=0).itertuples():

@@ -89,16 +89,18 @@ def tiny_slurp_splits() -> dict[str, list[dict[str, Any]]]:
     return {"train": devel[: TINY_SLURP_SIZES["train"]], "devel": devel[TINY_SLURP_SIZES["train"]:], "test": test}
 
 
-def build_once(output_dir: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(staging_dir)` and move the result to output_dir: atomic, and a no-op once complete."""
+def build_once(output_dir: Path, write: Callable[[Path], None], version: int = 1) -> Path:
+    """Run `write(staging_dir)` and move the result to output_dir: atomic, and a no-op once complete (a folder
+    built by an older `version` of the builder is built again)."""
     output_dir = Path(output_dir)
-    if (output_dir / COMPLETE_MARKER).is_file():
+    marker = "built by audio_recipes.tiny_data\n" + (f"version {version}\n" if version > 1 else "")
+    if (output_dir / COMPLETE_MARKER).is_file() and (output_dir / COMPLETE_MARKER).read_text() == marker:
         return output_dir
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
         write(staging)
-        (staging / COMPLETE_MARKER).write_text("built by audio_recipes.tiny_data\n")
+        (staging / COMPLETE_MARKER).write_text(marker)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(staging, output_dir)
@@ -307,7 +309,7 @@ def build_tiny_speech_detection(output_dir: Path) -> Path:
         build_speech_detection([f"speech={audio / 'speech'}"], [f"esc50={audio / 'esc50'}", f"noise={audio / 'noise'}"],
                                staging, **TINY_SPEECH_DETECTION)
 
-    return build_once(output_dir, write)
+    return build_once(output_dir, write, version=2)  # 2: sources split by sound category
 
 
 # Speech tokens: synthetic questions and answers, each answer word "pronounced" as a fixed run of token ids

@@ -3,7 +3,11 @@
     scripts/prepare_data.py speech_detection --speech_dir DIR... --nonspeech_dir DIR... \
         --durations_ms 200 400 600 800 1000 --snrs_db 0 5 10 15 20 --output_dir OUT [--seed S]
 
-Every recording is assigned to one split (train / validation / test), so no source appears in two. Each
+Every recording is assigned to one split (train / validation / test), so no source appears in two. Within each
+class, recordings are spread over the splits by sound category: the ESC-50 `category` where a folder holds
+ESC-50's metadata (esc50.csv, beside the clips or in meta/), else the dataset name. A category with fewer
+recordings than there are splits stays in training (a test split should hold unseen recordings, not unseen kinds
+of sound). Each
 clip is a window of a source recording in which the source is active (not a pause), mixed with a window
 of a noise recording of the same split at the SNR (signal power over noise power, over the clip), then
 peak-normalised (not RMS-normalised, so the SNR cue survives). Every (class, duration, SNR) cell gets the
@@ -51,6 +55,7 @@ class Recording:
     dataset: str
     duration_s: float
     active: np.ndarray = field(repr=False)  # one bool per 10 ms frame
+    category: str = ""  # the kind of sound (ESC-50's category), or the dataset name
 
     @property
     def source(self) -> str:
@@ -107,29 +112,60 @@ def read_16k(path: str) -> np.ndarray:
     return load_audio(path, SAMPLING_RATE, max_seconds=None)
 
 
-def scan(files: list[Path], dataset: str) -> list[Recording]:
+def esc50_categories(directory: Path) -> dict[str, str]:
+    """File name -> category from ESC-50's metadata in the folder (esc50.csv, or meta/esc50.csv), if there."""
+    for table in (directory / "esc50.csv", directory / "meta" / "esc50.csv"):
+        if table.is_file():
+            metadata = pd.read_csv(table)
+            if {"filename", "category"} <= set(metadata.columns):
+                return dict(zip(metadata["filename"], metadata["category"], strict=True))
+    return {}
+
+
+def scan(files: list[Path], dataset: str, categories: dict[str, str] | None = None) -> list[Recording]:
     recordings = []
     for path in files:
         audio = read_16k(str(path))
-        recordings.append(Recording(path, dataset, len(audio) / SAMPLING_RATE, active_frames(audio)))
+        category = (categories or {}).get(path.name, dataset)
+        recordings.append(Recording(path, dataset, len(audio) / SAMPLING_RATE, active_frames(audio), category))
     return recordings
 
 
 def assign_splits(
     recordings: list[Recording], ratios: Sequence[float], rng: np.random.Generator, what: str
 ) -> dict[str, list[Recording]]:
-    """Whole recordings to splits, in proportion to `ratios`, each split getting at least one."""
+    """Whole recordings to splits, in proportion to `ratios` within each category, each split getting at least
+    one; a category with fewer recordings than splits goes to training."""
     if len(recordings) < len(SPLIT_NAMES):
         raise SpeechDetectionDataError(
             f"{what}: {len(recordings)} recording(s), but each of {', '.join(SPLIT_NAMES)} needs its own source "
             f"(no recording may appear in two splits): give at least {len(SPLIT_NAMES)}"
         )
+    categories: dict[str, list[Recording]] = {}
+    for recording in recordings:
+        categories.setdefault(recording.category, []).append(recording)
+    splits: dict[str, list[Recording]] = {name: [] for name in SPLIT_NAMES}
+    for members in categories.values():
+        if len(members) < len(SPLIT_NAMES):
+            splits["train"] += members
+            continue
+        for name, share in split_recordings(members, ratios, rng).items():
+            splits[name] += share
+    if any(not members for members in splits.values()):
+        # Every category too small to split: spread the recordings themselves
+        splits = split_recordings(recordings, ratios, rng)
+    return splits
+
+
+def split_recordings(
+    recordings: list[Recording], ratios: Sequence[float], rng: np.random.Generator
+) -> dict[str, list[Recording]]:
     order = [recordings[i] for i in rng.permutation(len(recordings))]
     total = sum(ratios)
     counts = [max(1, math.floor(len(order) * ratio / total)) for ratio in ratios[1:]]
     counts = [len(order) - sum(counts), *counts]
     if counts[0] < 1:
-        raise SpeechDetectionDataError(f"{what}: too few recordings for the split ratios {list(ratios)}")
+        raise SpeechDetectionDataError(f"{len(order)} recordings are too few for the split ratios {list(ratios)}")
     splits, start = {}, 0
     for name, count in zip(SPLIT_NAMES, counts, strict=True):
         splits[name] = order[start:start + count]
@@ -184,7 +220,7 @@ def build_speech_detection(
         recordings = []
         for value in dirs:
             dataset, directory = parse_dir_argument(value)
-            recordings += scan(find_audio_files(directory, option), dataset)
+            recordings += scan(find_audio_files(directory, option), dataset, esc50_categories(directory))
         return recordings
 
     pools = {"SPEECH": scan_dirs(speech_dirs, "--speech_dir"), "NONSPEECH": scan_dirs(nonspeech_dirs, "--nonspeech_dir")}
@@ -238,6 +274,8 @@ def build_speech_detection(
         "clips": report.clips, "clips_per_split": metadata["split"].value_counts().to_dict(),
         "clips_per_cell_and_split": counts, "durations_ms": list(durations_ms), "snrs_db": list(snrs_db),
         "sources_per_split": {label: {name: len(rs) for name, rs in splits[label].items()} for label in LABELS},
+        "categories_per_split": {label: {name: sorted({r.category for r in rs}) for name, rs in splits[label].items()}
+                                 for label in LABELS},
         "skipped_source_duration_pairs": sum(report.skipped.values()),
         "skipped_by_duration_ms": dict(report.skipped), "skipped_examples": report.skipped_examples, "seed": seed,
     }
@@ -280,7 +318,8 @@ def write_clip(
     return {
         "segment_id": segment_id, "path": str(path), "label": label, "duration_ms": duration_ms, "snr_db": snr_db,
         "condition": condition, "source": recording.source, "start_s": start / SAMPLING_RATE,
-        "dataset": recording.dataset, "noise_source": noise_recording.source, "split": split,
+        "dataset": recording.dataset, "category": recording.category, "noise_source": noise_recording.source,
+        "split": split,
     }
 
 

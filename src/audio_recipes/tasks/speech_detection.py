@@ -146,12 +146,14 @@ class SpeechDetectionTask(Task):
                                             for name, rows in systems.items()})
 
     def build_data_if_missing(self) -> None:
-        from audio_recipes.tiny_data import build_tiny_speech_detection
+        from audio_recipes.tiny_data import COMPLETE_MARKER, build_tiny_speech_detection
 
         files = {f for f in (self.args.train_file, self.args.eval_file, self.args.test_file) if f is not None}
-        if all(Path(f).is_file() for f in files):
-            return
         folders = {Path(f).parent for f in files}
+        built_here = len(folders) == 1 and (next(iter(folders)) / COMPLETE_MARKER).is_file()
+        if all(Path(f).is_file() for f in files) and not built_here:
+            return  # the user's own data
+        # Missing, or built by this project (rebuilt when built by an older version of the builder)
         if len(folders) != 1 or any(Path(f).name != METADATA for f in files):
             raise DataError(f"build_data_if_missing builds one {METADATA}: point the data files at it, got {files}")
         build_tiny_speech_detection(folders.pop())
