@@ -109,6 +109,34 @@ def test_qlora_recipe_quantises_the_language_model_only(tmp_path, model_name, pr
         assert sorted(adapter["target_parameters"]) == ["mlp.experts.down_proj", "mlp.experts.gate_up_proj"]
 
 
+def test_qlora_without_bf16_trains_its_parameters_in_float32(tmp_path):
+    """TRL casts a 4-bit model's trainable parameters (LoRA and the full copies of lora_modules_to_save) to bf16
+    whatever `bf16` says; a recipe with bf16 off gets them back in float32, and they stay so through a step."""
+    pytest.importorskip("bitsandbytes")
+    from audio_recipes.training import keep_trainable_parameters_in_full_precision
+
+    model_args, task_args, training_args = recipe(
+        "speech_detection", tmp_path, "--max_steps", "1", "--max_train_samples", "4", "--per_device_train_batch_size",
+        "2", "--logging_steps", "1", "--warmup_steps", "0")
+    assert not training_args.bf16 and model_args.lora_modules_to_save
+    run = build_trainer(model_args, task_args, training_args)
+    trainable = {name: p for name, p in run.trainer.model.named_parameters() if p.requires_grad}
+    assert any("audio_tower" in name for name in trainable) and any("lora_" in name for name in trainable)
+    assert {p.dtype for p in trainable.values()} == {torch.float32}
+    before = {name: p.detach().clone() for name, p in trainable.items()}
+    run.trainer.train()
+    assert {p.dtype for p in run.trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    assert any(not torch.equal(before[name], p) for name, p in trainable.items())
+    # What TRL leaves behind, and what bf16 training keeps: bf16
+    for p in trainable.values():
+        p.data = p.data.to(torch.bfloat16)
+    training_args.bf16 = True
+    assert keep_trainable_parameters_in_full_precision(run.trainer.model, training_args) == 0
+    training_args.bf16 = False
+    assert keep_trainable_parameters_in_full_precision(run.trainer.model, training_args) == sum(
+        p.numel() for p in trainable.values())
+
+
 def test_silent_clip_changes_no_loss_and_keeps_the_trainable_encoder_in_the_backward_pass(tmp_path):
     """A text-only batch with the clip: the same loss as without it, and the encoder gets a zero gradient (not
     none), as on a rank whose batch has audio: ranks then run the same backward pass."""

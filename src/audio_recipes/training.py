@@ -152,7 +152,27 @@ def build_trainer(
         peft_config=lora_config(model_args, model) if resolved.adapter is None else None,
         callbacks=callbacks,
     )
+    restored = keep_trainable_parameters_in_full_precision(trainer.model, training_args)
+    if restored:
+        logger.info("%d trainable parameters kept in float32 (bf16 is off)", restored)
     return SftRun(trainer, collator, task, resolved)
+
+
+def keep_trainable_parameters_in_full_precision(model: torch.nn.Module, training_args: SFTConfig) -> int:
+    """Undo TRL's cast of a quantised model's trainable parameters to bf16 when the recipe trains without bf16.
+
+    SFTTrainer casts every trainable parameter of a 4-bit model to bf16 (QLoRA's choice for bf16 training),
+    whatever `bf16` says: LoRA matrices and the full copies in `lora_modules_to_save` then train as bf16 weights,
+    where AdamW steps smaller than 1/256 of a weight are rounded away. Returns the parameter count restored.
+    """
+    if training_args.bf16 or training_args.fp16:
+        return 0
+    restored = 0
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype == torch.bfloat16:
+            parameter.data = parameter.data.float()
+            restored += parameter.numel()
+    return restored
 
 
 def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args: SFTConfig, recipe_path: str) -> dict:
