@@ -19,5 +19,6 @@ def test_tiny_speech_detection_recipe_beats_chance_on_held_out_sources(shared_da
     assert figures["test_clips"] == 100
     # balanced classes: chance is 0.5; the lower end of the 95 % bootstrap interval must clear it
     assert figures["finetuned_accuracy_ci95"][0] > 0.5, figures
+    assert figures["finetuned_accuracy"] >= 0.75, figures  # 0.89-0.93 over training seeds 42, 123, 456
     assert figures["finetuned_accuracy"] > figures["zeroshot_accuracy"], figures
     assert figures["silero_vad_accuracy"] > 0.75, figures
