@@ -10,7 +10,9 @@ from audio_recipes.generation import (
     allowed_label_tokens,
     constrained_generate_batch,
     decode_batch,
+    generate_batch,
     label_token_ids,
+    last_position_logits,
     score_labels_batch,
 )
 from audio_recipes.models import load_model_and_processor
@@ -60,6 +62,31 @@ def test_scoring_is_the_softmax_of_the_label_logits_of_one_forward_pass(setup):
     # batched with left padding, the same numbers as alone
     batched = score_labels_batch(model, collator, examples[:6], [task.choices(e) for e in examples[:6]])[3]
     assert batched["label_probabilities"]["A"] == pytest.approx(scored["label_probabilities"]["A"], abs=1e-5)
+
+
+def test_head_runs_on_the_last_position_only_with_the_same_generations(setup):
+    task, examples, model, collator = setup
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda module, args, output: seen.append(args[0].shape))
+    settings = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False,
+                "pad_token_id": collator.tokenizer.pad_token_id}
+    try:
+        texts = generate_batch(model, collator, examples[:4], **settings)
+        assert seen and all(shape[1] == 1 for shape in seen)  # prefill included
+        score_labels_batch(model, collator, examples[:4], [task.choices(e) for e in examples[:4]])
+        assert all(shape[1] == 1 for shape in seen)
+        seen.clear()
+        inputs = collator([example.to_row() for example in examples[:4]])
+        with torch.no_grad():
+            plain = model.generate(**inputs, **settings)  # without the context: the head over the whole prompt
+        assert seen[0][1] == inputs["input_ids"].shape[1]
+        assert texts == collator.tokenizer.batch_decode(plain[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        with last_position_logits(model), torch.no_grad():
+            assert model(**inputs).logits.shape[1] == 1
+        with torch.no_grad():
+            assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]  # the hook is gone afterwards
+    finally:
+        hook.remove()
 
 
 def test_free_generation_that_names_no_label_is_kept_and_parsed_as_invalid(setup):

@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,27 @@ def model_inputs(model, collator: AudioChatCollator, examples: list[Example]) ->
     }
 
 
+@contextmanager
+def last_position_logits(model) -> Iterator[None]:
+    """The output head runs on the last position only, which is all that generation and label scoring read.
+
+    Qwen2-Audio's forward has no `logits_to_keep`: its head otherwise runs over every prompt position, batch x
+    prompt x vocabulary (for the 7B's 156k vocabulary and 16 prompts of 200 tokens, 2 GB of float32 logits).
+    """
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][:, -1:], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def generate_batch(model, collator: AudioChatCollator, examples: list[Example], **generation_kwargs) -> list[str]:
     """Decoded new text of each example's answer, special tokens removed."""
     inputs = model_inputs(model, collator, examples)
-    output = model.generate(**inputs, **generation_kwargs)
+    with last_position_logits(model):
+        output = model.generate(**inputs, **generation_kwargs)
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     return collator.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
@@ -120,7 +137,8 @@ def score_labels_batch(model, collator: AudioChatCollator, examples: list[Exampl
                        choices: list[list[str]]) -> list[dict[str, Any]]:
     """One forward pass on the prompts; each item's label is the argmax of a softmax over its labels' first tokens."""
     inputs = model_inputs(model, collator, examples)
-    last_logits = model(**inputs).logits[:, -1, :]  # left padding: the last position is every prompt's end
+    with last_position_logits(model):
+        last_logits = model(**inputs).logits[:, -1, :]  # left padding: the last position is every prompt's end
     outputs = []
     for row, labels in enumerate(choices):
         first_ids = [ids[0] for ids in label_token_ids(collator.tokenizer, labels)]
@@ -158,7 +176,8 @@ def constrained_generate_batch(model, collator: AudioChatCollator, examples: lis
               "max_new_tokens": max(len(ids) for row in label_ids for ids in row) + 1,
               "prefix_allowed_tokens_fn": allowed, "output_scores": True, "return_dict_in_generate": True,
               "eos_token_id": end_ids}
-    output = model.generate(**inputs, **kwargs)
+    with last_position_logits(model):
+        output = model.generate(**inputs, **kwargs)
     texts = tokenizer.batch_decode(output.sequences[:, prompt_length:], skip_special_tokens=True)
     outputs = []
     for row, labels in enumerate(choices):
