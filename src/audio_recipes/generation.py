@@ -138,7 +138,8 @@ def score_labels_batch(model, collator: AudioChatCollator, examples: list[Exampl
     """One forward pass on the prompts; each item's label is the argmax of a softmax over its labels' first tokens."""
     inputs = model_inputs(model, collator, examples)
     with last_position_logits(model):
-        last_logits = model(**inputs).logits[:, -1, :]  # left padding: the last position is every prompt's end
+        # Left padding: the last position is every prompt's end; no cache, as nothing follows
+        last_logits = model(**inputs, use_cache=False).logits[:, -1, :]
     outputs = []
     for row, labels in enumerate(choices):
         first_ids = [ids[0] for ids in label_token_ids(collator.tokenizer, labels)]
