@@ -24,6 +24,7 @@ import math
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 FRAME_MULTIPLE = 8  # frames: even for the stride-2 convolution, whole for the pooling
 FRAMES_PAST_CLIP = 2  # the encoder's two k=3 convolutions read this far past the last valid frame
@@ -59,13 +60,7 @@ def _short_window_forward(self, input_features: torch.Tensor, attention_mask=Non
             continue
         hidden_states = encoder_layer(hidden_states, attention_mask, **kwargs)
     hidden_states = self.avg_pooler(hidden_states.permute(0, 2, 1)).permute(0, 2, 1)
-    return _output_class()(last_hidden_state=self.layer_norm(hidden_states))
-
-
-def _output_class():
-    from transformers.modeling_outputs import BaseModelOutput
-
-    return BaseModelOutput
+    return BaseModelOutput(last_hidden_state=self.layer_norm(hidden_states))
 
 
 def allow_short_audio_windows() -> None:
