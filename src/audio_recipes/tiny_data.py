@@ -1,7 +1,9 @@
 """Small local data sets for the tiny recipes, built on first use.
 
-SLURP: real annotations from `../shared/data/slurp` (or a fixture written here when that folder is
-absent), with speech synthesised by espeak-ng for each sentence's chosen recording.
+Everything comes from what the repository carries (assets/, licences in assets/README.md) or is synthesised, so
+the data is the same on every machine. SLURP: real annotations (assets/slurp), with speech synthesised by
+espeak-ng for each sentence's chosen recording. Multiple choice and speech detection: the speech and noise
+recordings in assets/audio and synthetic non-speech sounds.
 Speech tokens: synthetic questions and answers with token sequences derived from the answer's words,
 in the source schema a user converts (question, answer, speech_tokens), through the same converter.
 """
@@ -9,6 +11,7 @@ in the source schema a user converts (question, answer, speech_tokens), through 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -17,96 +20,92 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from audio_recipes.paths import SHARED_DATA_DIR
+from audio_recipes.paths import ASSETS_DIR
 from audio_recipes.speech_synthesis import synthesize_speech
+from audio_recipes.tasks.base import DataError
+
+logger = logging.getLogger(__name__)
 
 TINY_SLURP_SIZES = {"train": 200, "devel": 40, "test": 100}
 COMPLETE_MARKER = ".complete"
 
-# A fixture in SLURP's schema for machines without ../shared: (sentence annotation, scenario, action)
-FIXTURE_SENTENCES = [
-    ("wake me up at [time : seven am]", "alarm", "set"),
-    ("set an alarm for [time : eight o'clock]", "alarm", "set"),
-    ("cancel my [time : six am] alarm", "alarm", "remove"),
-    ("what alarms do i have", "alarm", "query"),
-    ("turn the volume up", "audio", "volume_up"),
-    ("mute the speakers", "audio", "volume_mute"),
-    ("play [song_name : yesterday] by [artist_name : the beatles]", "play", "music"),
-    ("play some [music_genre : jazz]", "play", "music"),
-    ("what is the weather like in [place_name : london]", "weather", "query"),
-    ("will it rain [date : tomorrow]", "weather", "query"),
-    ("turn off the [house_place : kitchen] lights", "iot", "hue_lightoff"),
-    ("dim the lights in the [house_place : bedroom]", "iot", "hue_lightdim"),
-    ("remind me about the [event_name : meeting] on [date : friday]", "calendar", "set"),
-    ("what is on my calendar [date : today]", "calendar", "query"),
-    ("tell me a joke", "general", "joke"),
-    ("what time is it in [place_name : paris]", "datetime", "query"),
-    ("send an email to [person : john]", "email", "sendemail"),
-    ("order a [food_type : pizza] from [business_name : dominos]", "takeaway", "order"),
-    ("what is the news [date : today]", "news", "query"),
-    ("how do you say [definition_word : hello] in [language : french]", "qa", "definition"),
-]
-
-
-def _fixture_rows() -> list[dict[str, Any]]:
-    from audio_recipes.tasks.slu_format import entities_from_annotation, strip_annotation
-
-    rows = []
-    for index, (annotation, scenario, action) in enumerate(FIXTURE_SENTENCES):
-        sentence = strip_annotation(annotation)
-        words = sentence.split()
-        entities = []
-        for entity in entities_from_annotation(annotation):
-            filler = entity["filler"].split()
-            start = next(i for i in range(len(words)) if words[i:i + len(filler)] == filler)
-            entities.append({"span": list(range(start, start + len(filler))), "type": entity["type"]})
-        rows.append({
-            "slurp_id": 90000 + index, "sentence": sentence, "sentence_annotation": annotation,
-            "intent": f"{scenario}_{action}", "scenario": scenario, "action": action,
-            "tokens": [{"surface": word, "id": i, "lemma": word, "pos": "NN"} for i, word in enumerate(words)],
-            "entities": entities,
-            "recordings": [{"file": f"audio-fixture-{index}.flac", "wer": 0.0, "ent_wer": 0.0, "status": "correct"}],
-        })
-    return rows
-
-
-def _select(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
-    rows = [row for row in rows if row.get("recordings")]
-    random.Random(seed).shuffle(rows)
-    return rows[:count]
-
 
 def tiny_slurp_splits() -> dict[str, list[dict[str, Any]]]:
-    """train and devel from SLURP's devel set (disjoint sentences), test from its test set."""
-    slurp_dir = SHARED_DATA_DIR / "slurp"
-    if not (slurp_dir / "devel.jsonl").is_file():
-        rows = _fixture_rows()
-        return {"train": rows, "devel": rows[:8], "test": rows}
+    """train and devel from the SLURP devel rows the repository carries (disjoint sentences), test from its test
+    rows: real annotations, unchanged (assets/slurp, CC BY 4.0)."""
     from audio_recipes.tasks.base import read_jsonl
 
-    devel = _select(read_jsonl(slurp_dir / "devel.jsonl"), TINY_SLURP_SIZES["train"] + TINY_SLURP_SIZES["devel"], 0)
-    test = _select(read_jsonl(slurp_dir / "test.jsonl"), TINY_SLURP_SIZES["test"], 0)
-    return {"train": devel[: TINY_SLURP_SIZES["train"]], "devel": devel[TINY_SLURP_SIZES["train"]:], "test": test}
+    devel = read_jsonl(ASSETS_DIR / "slurp" / "devel.jsonl")
+    test = read_jsonl(ASSETS_DIR / "slurp" / "test.jsonl")
+    train_size = TINY_SLURP_SIZES["train"]
+    return {"train": devel[:train_size], "devel": devel[train_size:train_size + TINY_SLURP_SIZES["devel"]],
+            "test": test[: TINY_SLURP_SIZES["test"]]}
+
+
+MARKER_TEXT = "built by audio_recipes.tiny_data\n"
+
+
+def owned_by_project(folder: Path) -> bool:
+    """A folder this project built (it carries the marker it writes last): the only kind it may replace."""
+    marker = Path(folder) / COMPLETE_MARKER
+    return marker.is_file() and marker.read_text().startswith(MARKER_TEXT)
 
 
 def build_once(output_dir: Path, write: Callable[[Path], None], version: int = 1) -> Path:
     """Run `write(staging_dir)` and move the result to output_dir: atomic, and a no-op once complete (a folder
-    built by an older `version` of the builder is built again)."""
+    built by an older `version` of the builder is built again). Never replaces a folder it did not build."""
     output_dir = Path(output_dir)
-    marker = "built by audio_recipes.tiny_data\n" + (f"version {version}\n" if version > 1 else "")
+    marker = MARKER_TEXT + (f"version {version}\n" if version > 1 else "")
     if (output_dir / COMPLETE_MARKER).is_file() and (output_dir / COMPLETE_MARKER).read_text() == marker:
         return output_dir
+    if output_dir.exists() and not owned_by_project(output_dir):
+        raise DataError(f"{output_dir} exists and was not built by audio-recipes (no {COMPLETE_MARKER} in it): "
+                        "the tiny data is built only into a new folder or one it built before")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
         write(staging)
         (staging / COMPLETE_MARKER).write_text(marker)
         if output_dir.exists():
-            shutil.rmtree(output_dir)
+            shutil.rmtree(output_dir)  # an older build of ours (checked above)
         os.replace(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def build_missing_data(task: str, builder: Callable[[Path], Path], named: dict[str, str]) -> None:
+    """Build a task's tiny data set where the recipe's data paths (`named`: option -> path) are missing.
+
+    It is built into the folder of the first data file, and only where that folder is new or was built by this
+    project before; afterwards every named path must exist. Anything else is an error naming the missing paths:
+    the project never writes into, or deletes, a folder of the user's.
+    """
+    files = [Path(path) for key, path in named.items() if key != "audio_dir"]
+    if not files:
+        raise DataError(f"task {task}: build_data_if_missing needs the recipe's data files (train_file, ...)")
+    folder = files[0].parent
+    missing = {key: path for key, path in named.items() if not Path(path).exists()}
+    owned = owned_by_project(folder)
+    if not missing and not owned:
+        return  # the user's own data
+    listed = "; ".join(f"{key} {path}" for key, path in missing.items())
+    if missing and folder.exists() and not owned:
+        raise DataError(f"not found: {listed}. build_data_if_missing builds the tiny {task} data only into a folder "
+                        f"it owns, and {folder} was not built by audio-recipes: nothing was written there. Correct "
+                        "the path, or name a new folder for the tiny data")
+    outside = [f"{key} {path}" for key, path in missing.items()
+               if folder.resolve() != Path(path).resolve() and folder.resolve() not in Path(path).resolve().parents]
+    if outside:
+        raise DataError(f"not found: {'; '.join(outside)} (outside {folder}, where the tiny {task} data would be "
+                        "built): correct the path")
+    if not folder.exists():
+        logger.warning("building the tiny %s data into %s (build_data_if_missing)", task, folder)
+    builder(folder)
+    still_missing = [f"{key} {path}" for key, path in named.items() if not Path(path).exists()]
+    if still_missing:
+        raise DataError(f"not found: {'; '.join(still_missing)}; the tiny {task} data in {folder} holds "
+                        f"{', '.join(sorted(p.name for p in folder.iterdir() if not p.name.startswith('.')))}")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -179,46 +178,126 @@ def build_tiny_speech_massive(output_dir: Path, locale: str = "fr-FR") -> Path:
     return build_once(output_dir, write)
 
 
-# Sound sources of the tiny multiple-choice data: (what can be heard, MMAR modality, files under shared/data/audio)
-CHOICE_SOURCES = [
-    ("Speech", "speech", ["speech/spk1_snt*.wav", "speech/spk2_snt*.wav", "speech/jfk.flac"]),
-    ("A dog barking", "sound", ["esc50/1-100032-A-0.wav"]),
-    ("A car horn", "sound", ["esc50/2-100648-A-43.wav"]),
-    ("A thunderstorm", "sound", ["esc50/*-19.wav"]),
-    ("Noise", "sound", ["noise/noise*.wav"]),
-]
+# Non-speech sounds synthesised for the tiny data (the repository may not carry ESC-50's NC-licensed clips):
+# category -> what can be heard, as a choice of the multiple-choice items
+SYNTHETIC_SOUNDS = {
+    "tone": "A steady tone",
+    "siren": "A siren",
+    "clicks": "Clicking",
+    "hum": "An engine hum",
+    "chirps": "Bird-like chirps",
+    "chords": "Musical chords",
+}
+SYNTHETIC_SOUND_SECONDS = 5.0
+SYNTHETIC_SOUNDS_PER_CATEGORY = 3  # one for each split of the speech detection data
+SAMPLING_RATE = 16000
+
+
+def synthetic_sound(category: str, seed: int, seconds: float = SYNTHETIC_SOUND_SECONDS) -> Any:
+    """A few seconds of a non-speech sound of `category` (SYNTHETIC_SOUNDS), varied by seed; float32 at 16 kHz."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    time = np.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
+
+    def harmonics(frequency, count: int):  # frequency: a number or a per-sample array (Hz)
+        phase = 2 * np.pi * np.cumsum(np.broadcast_to(frequency, time.shape)) / SAMPLING_RATE
+        return sum(np.sin(k * phase) / k for k in range(1, count + 1))
+
+    if category == "tone":
+        base = rng.uniform(150, 600)
+        sound = harmonics(base * (1 + 0.005 * np.sin(2 * np.pi * 5 * time)), int(rng.integers(2, 5)))
+    elif category == "siren":
+        low, high, rate = rng.uniform(500, 800), rng.uniform(1000, 1600), rng.uniform(0.4, 1.5)
+        sound = harmonics(low + (high - low) * (0.5 + 0.5 * np.sin(2 * np.pi * rate * time)), 2)
+    elif category == "clicks":
+        sound = np.zeros_like(time)
+        decay = np.exp(-np.arange(int(0.01 * SAMPLING_RATE)) / (0.002 * SAMPLING_RATE))
+        ring = decay * np.sin(2 * np.pi * rng.uniform(1500, 3500) * np.arange(len(decay)) / SAMPLING_RATE)
+        position, period = 0, rng.uniform(0.03, 0.06)
+        while position + len(ring) < len(time):
+            sound[position:position + len(ring)] += ring * rng.uniform(0.6, 1.0)
+            position += int(period * SAMPLING_RATE * rng.uniform(0.8, 1.2))
+    elif category == "hum":
+        base = rng.uniform(40, 90)
+        sound = harmonics(base, 12) * (1 + 0.3 * np.sin(2 * np.pi * rng.uniform(3, 8) * time))
+        sound += 0.2 * np.convolve(rng.standard_normal(len(time)), np.ones(32) / 32, mode="same")
+    elif category == "chirps":
+        sound = np.zeros_like(time)
+        position = 0
+        while position < len(time):
+            length = int(rng.uniform(0.05, 0.12) * SAMPLING_RATE)
+            start, stop = rng.uniform(2500, 4000), rng.uniform(4000, 6500)
+            chirp_time = np.arange(min(length, len(time) - position)) / SAMPLING_RATE
+            frequency = start + (stop - start) * chirp_time / (length / SAMPLING_RATE)
+            envelope = np.sin(np.pi * chirp_time / (length / SAMPLING_RATE))
+            phase = 2 * np.pi * np.cumsum(frequency) / SAMPLING_RATE
+            sound[position:position + len(chirp_time)] += envelope * np.sin(phase)
+            position += length + int(rng.uniform(0.01, 0.04) * SAMPLING_RATE)
+    elif category == "chords":
+        sound = np.zeros_like(time)
+        step = int(rng.uniform(0.3, 0.6) * SAMPLING_RATE)
+        for position in range(0, len(time), step):
+            root = 220 * 2 ** (int(rng.integers(0, 12)) / 12)
+            part = time[position:position + step] - time[position]
+            envelope = np.exp(-part * rng.uniform(1, 4))
+            sound[position:position + step] = envelope * sum(np.sin(2 * np.pi * root * ratio * part)
+                                                             for ratio in (1, 1.26, 1.5))
+    else:
+        raise ValueError(f"unknown synthetic sound {category!r}; expected one of {', '.join(SYNTHETIC_SOUNDS)}")
+    sound = sound + 0.01 * rng.standard_normal(len(time))  # a recording's floor: never digital silence
+    return (0.8 * sound / np.max(np.abs(sound))).astype("float32")
+
+
+def write_synthetic_sounds(folder: Path) -> Path:
+    """SYNTHETIC_SOUNDS_PER_CATEGORY wav files per category and `categories.csv` (filename, category), the table
+    the speech detection builder reads to spread each kind of sound over the splits."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["filename,category"]
+    for number, category in enumerate(SYNTHETIC_SOUNDS):
+        for index in range(SYNTHETIC_SOUNDS_PER_CATEGORY):
+            name = f"{category}-{index}.wav"
+            sf.write(folder / name, synthetic_sound(category, seed=100 * number + index), SAMPLING_RATE,
+                     subtype="PCM_16")
+            lines.append(f"{name},{category}")
+    (folder / "categories.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 CHOICE_QUESTION = "What can be heard in this recording?"
 CLIP_SECONDS = 2.0
 CLIPS_PER_LABEL = 30
 
 
-def _choice_clips(rng: random.Random) -> dict[str, list[tuple[str, str, Any]]]:
-    """{split: [(label, modality, 2 s clip at 16 kHz)]} cut from the real recordings.
+def _choice_recordings(scratch: Path) -> list[tuple[str, str, list[Path]]]:
+    """(label, MMAR modality, recordings): the speech and noise the repository carries, and synthetic sounds."""
+    sounds = write_synthetic_sounds(scratch / "sounds")
+    speech = sorted((ASSETS_DIR / "audio" / "speech").glob("*.wav")) + [ASSETS_DIR / "audio/speech/jfk.flac"]
+    sources = [("Speech", "speech", speech), ("Noise", "sound", sorted((ASSETS_DIR / "audio/noise").glob("*.wav")))]
+    sources += [(label, "music" if category == "chords" else "sound", sorted(sounds.glob(f"{category}-*.wav")))
+                for category, label in SYNTHETIC_SOUNDS.items()]
+    return sources
 
-    No recording lends clips to both splits: with several files a label's files are split; with one file,
-    its start is for training and its end, after a gap, for testing.
+
+def _choice_clips(rng: random.Random, scratch: Path) -> dict[str, list[tuple[str, str, Any]]]:
+    """{split: [(label, modality, 2 s clip at 16 kHz)]} cut from the recordings.
+
+    No recording lends clips to both splits: a label's files are split (every third to the test split).
     """
     import numpy as np
 
     from audio_recipes.audio import load_audio, peak_normalize
 
-    length, hop = int(CLIP_SECONDS * 16000), int(0.5 * 16000)
+    length, hop = int(CLIP_SECONDS * SAMPLING_RATE), int(0.5 * SAMPLING_RATE)
     splits: dict[str, list] = {"train": [], "test": []}
-    for label, modality, patterns in CHOICE_SOURCES:
-        files = sorted(path for pattern in patterns for path in (SHARED_DATA_DIR / "audio").glob(pattern))
+    for label, modality, files in _choice_recordings(scratch):
         candidates: dict[str, list] = {"train": [], "test": []}
         for number, path in enumerate(files):
-            audio = load_audio(path, 16000, max_seconds=None)
-            boundary = int(0.6 * len(audio))
+            audio = load_audio(path, SAMPLING_RATE, max_seconds=None)
+            split = "test" if number % 3 == 2 else "train"
             for start in range(0, len(audio) - length + 1, hop):  # overlapping windows: more items per file
-                if len(files) > 1:
-                    split = "test" if number % 3 == 2 else "train"
-                elif start + length <= boundary:
-                    split = "train"
-                elif start >= boundary + length:
-                    split = "test"
-                else:
-                    continue
                 clip = audio[start:start + length]
                 if np.abs(clip).max() > 1e-3:
                     candidates[split].append((label, modality, peak_normalize(clip)))
@@ -230,46 +309,22 @@ def _choice_clips(rng: random.Random) -> dict[str, list[tuple[str, str, Any]]]:
     return splits
 
 
-def _generated_choice_clips(rng: random.Random) -> list[tuple[str, str, Any]]:
-    """Without ../shared: espeak speech, tones and noise, so the pipeline still runs on a fresh machine."""
-    import numpy as np
-
-    from audio_recipes.audio import load_audio
-
-    time = np.arange(int(CLIP_SECONDS * 16000)) / 16000
-    noise = np.random.default_rng(0)
-    clips = []
-    with tempfile.TemporaryDirectory() as folder:
-        for index, (sentence, *_rest) in enumerate(FIXTURE_SENTENCES[:12]):
-            path = Path(folder) / f"{index}.wav"
-            synthesize_speech(sentence.replace("[", "").replace("]", "").replace(":", ""), path)
-            from audio_recipes.audio import crop_or_pad
-
-            clips.append(("Speech", "speech", crop_or_pad(load_audio(path, 16000), len(time))))
-    for index in range(12):
-        clips.append(("A steady tone", "sound", 0.5 * np.sin(2 * np.pi * (300 + 40 * index) * time)))
-        clips.append(("Noise", "sound", 0.3 * noise.standard_normal(len(time))))
-    rng.shuffle(clips)
-    clips = [(label, modality, clip.astype("float32")) for label, modality, clip in clips]
-    cut = int(len(clips) * 0.7)
-    return {"train": clips[:cut], "test": clips[cut:]}
-
-
 def build_tiny_audio_choice(output_dir: Path) -> Path:
-    """Multiple-choice items about real recordings in MMAR's schema (`mmar_{train,test}.jsonl`) and MMAU's
+    """Multiple-choice items about recordings in MMAR's schema (`mmar_{train,test}.jsonl`) and MMAU's
     (`mmau_{train,test}.json`), sharing `audio/`. MMAR rows carry thinking / cue / rubric like the real ones."""
     import soundfile as sf
 
     def write(staging: Path) -> None:
         rng = random.Random(0)
-        splits = _choice_clips(rng) if (SHARED_DATA_DIR / "audio").is_dir() else _generated_choice_clips(rng)
+        with tempfile.TemporaryDirectory() as scratch:
+            splits = _choice_clips(rng, Path(scratch))
         labels = sorted({label for clips in splits.values() for label, _, _ in clips})
         (staging / "audio").mkdir()
         for split, clips in splits.items():
             mmar, mmau = [], []
             for index, (label, modality, clip) in enumerate(clips):
                 name = f"{split}-{index:04d}.wav"
-                sf.write(staging / "audio" / name, clip, 16000, subtype="PCM_16")
+                sf.write(staging / "audio" / name, clip, SAMPLING_RATE, subtype="PCM_16")
                 others = rng.sample([other for other in labels if other != label], k=min(3, len(labels) - 1))
                 choices = [label, *others]
                 rng.shuffle(choices)
@@ -286,30 +341,28 @@ def build_tiny_audio_choice(output_dir: Path) -> Path:
             write_jsonl(staging / f"mmar_{split}.jsonl", mmar)
             (staging / f"mmau_{split}.json").write_text(json.dumps(mmau, indent=1))
 
-    return build_once(output_dir, write)
+    return build_once(output_dir, write, version=2)  # 2: the repository's recordings and synthetic sounds
 
 
-# The tiny speech detection set: the real recordings of ../shared/data/audio, every (class, duration, SNR) cell
+# The tiny speech detection set: every (class, duration, SNR) cell
 TINY_SPEECH_DETECTION = {"durations_ms": (200, 400, 600, 800, 1000), "snrs_db": (0, 5, 10, 15, 20),
                          "clips_per_condition": 10, "seed": 0}
 
 
 def build_tiny_speech_detection(output_dir: Path) -> Path:
-    """metadata.csv and clips/ from the real speech, ESC-50 clips and noise recordings in ../shared/data/audio."""
+    """metadata.csv and clips/ from the speech and noise recordings the repository carries (assets/audio) and
+    synthetic non-speech sounds (built beside it, in synthetic_sounds/)."""
     from audio_recipes.prepare.speech_detection import build_speech_detection
 
-    audio = SHARED_DATA_DIR / "audio"
-    if not (audio / "speech").is_dir():
-        raise FileNotFoundError(
-            f"the tiny speech detection data is cut from the real recordings in {audio} (absent here); build it "
-            "from your own folders with scripts/prepare_data.py speech_detection --speech_dir ... --nonspeech_dir ..."
-        )
+    audio = ASSETS_DIR / "audio"
+
+    sounds = build_once(Path(output_dir).parent / "synthetic_sounds", write_synthetic_sounds)
 
     def write(staging: Path) -> None:
-        build_speech_detection([f"speech={audio / 'speech'}"], [f"esc50={audio / 'esc50'}", f"noise={audio / 'noise'}"],
+        build_speech_detection([f"speech={audio / 'speech'}"], [f"noise={audio / 'noise'}", f"synthetic={sounds}"],
                                staging, **TINY_SPEECH_DETECTION)
 
-    return build_once(output_dir, write, version=2)  # 2: sources split by sound category
+    return build_once(output_dir, write, version=3)  # 3: the repository's recordings and synthetic sounds
 
 
 # Speech tokens: synthetic questions and answers, each answer word "pronounced" as a fixed run of token ids

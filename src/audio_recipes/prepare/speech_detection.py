@@ -4,8 +4,8 @@
         --durations_ms 200 400 600 800 1000 --snrs_db 0 5 10 15 20 --output_dir OUT [--seed S]
 
 Every recording is assigned to one split (train / validation / test), so no source appears in two. Within each
-class, recordings are spread over the splits by sound category: the ESC-50 `category` where a folder holds
-ESC-50's metadata (esc50.csv, beside the clips or in meta/), else the dataset name. A category with fewer
+class, recordings are spread over the splits by sound category: the `category` where a folder holds ESC-50's
+metadata (esc50.csv, beside the clips or in meta/) or a categories.csv (filename, category), else the dataset name. A category with fewer
 recordings than there are splits stays in training (a test split should hold unseen recordings, not unseen kinds
 of sound). Each
 clip is a window of a source recording in which the source is active (not a pause), mixed with a window
@@ -112,9 +112,10 @@ def read_16k(path: str) -> np.ndarray:
     return load_audio(path, SAMPLING_RATE, max_seconds=None)
 
 
-def esc50_categories(directory: Path) -> dict[str, str]:
-    """File name -> category from ESC-50's metadata in the folder (esc50.csv, or meta/esc50.csv), if there."""
-    for table in (directory / "esc50.csv", directory / "meta" / "esc50.csv"):
+def folder_categories(directory: Path) -> dict[str, str]:
+    """File name -> category from a table in the folder with `filename` and `category` columns: ESC-50's metadata
+    (esc50.csv, or meta/esc50.csv) or a categories.csv of your own, if there."""
+    for table in (directory / "esc50.csv", directory / "meta" / "esc50.csv", directory / "categories.csv"):
         if table.is_file():
             metadata = pd.read_csv(table)
             if {"filename", "category"} <= set(metadata.columns):
@@ -220,7 +221,7 @@ def build_speech_detection(
         recordings = []
         for value in dirs:
             dataset, directory = parse_dir_argument(value)
-            recordings += scan(find_audio_files(directory, option), dataset, esc50_categories(directory))
+            recordings += scan(find_audio_files(directory, option), dataset, folder_categories(directory))
         return recordings
 
     pools = {"SPEECH": scan_dirs(speech_dirs, "--speech_dir"), "NONSPEECH": scan_dirs(nonspeech_dirs, "--nonspeech_dir")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,8 +90,24 @@ class Task(ABC):
         return all(f is None or Path(f).is_file()
                    for f in (self.args.train_file, self.args.eval_file, self.args.test_file))
 
-    def build_data_if_missing(self) -> None:  # noqa: B027 (an optional hook: most tasks need none)
-        """Build the task's small local data set where the recipe's files are absent (tiny recipes)."""
+    def tiny_data_builder(self) -> Callable[[Path], Path] | None:
+        """The builder of this task's small local data set (`builder(folder)`), or None where it has none."""
+        return None
+
+    def named_data_paths(self) -> dict[str, str]:
+        """The data paths the recipe sets: option name -> path."""
+        keys = ("train_file", "eval_file", "test_file", "audio_dir")
+        return {key: getattr(self.args, key) for key in keys if getattr(self.args, key)}
+
+    def build_data_if_missing(self) -> None:
+        """Build the task's small local data set where the recipe's files are absent (tiny recipes); only into a
+        folder the project owns, never over a user's files."""
+        builder = self.tiny_data_builder()
+        if builder is None:
+            raise DataError(f"task {self.name} has no tiny data set: build_data_if_missing cannot be used with it")
+        from audio_recipes.tiny_data import build_missing_data
+
+        build_missing_data(self.name, builder, self.named_data_paths())
 
     @abstractmethod
     def parse(self, text: str) -> dict[str, Any]:

@@ -63,12 +63,10 @@ class MultipleChoiceTask(Task):
         check_audio_files_exist(examples, path)
         return examples
 
-    def build_data_if_missing(self) -> None:
+    def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_audio_choice
 
-        files = [f for f in (self.args.train_file, self.args.eval_file, self.args.test_file) if f is not None]
-        if files and not all(Path(f).is_file() for f in files):
-            build_tiny_audio_choice(Path(files[0]).parent)
+        return build_tiny_audio_choice
 
     def parse(self, text: str) -> dict[str, Any]:
         """The raw answer text; the choice is extracted against the item's choices in official_prediction."""

@@ -104,15 +104,10 @@ class SlurpTask(Task):
 
         return score_slurp(read_jsonl(gold_path), read_jsonl(predictions_path), skip_missing=skip_missing)
 
-    def build_data_if_missing(self) -> None:
+    def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_slurp
 
-        files = [self.args.train_file, self.args.eval_file, self.args.test_file]
-        if all(f is None or Path(f).is_file() for f in files) and (
-            self.args.audio_dir is None or Path(self.args.audio_dir).is_dir()
-        ):
-            return
-        build_tiny_slurp(Path(self.args.train_file).parent)
+        return build_tiny_slurp
 
 
 def check_audio_files_exist(examples: list[Example], data_file: str | Path) -> None:

@@ -19,7 +19,7 @@ from audio_recipes.metrics.classification import (
     calibration_metrics,
     classification_metrics,
 )
-from audio_recipes.prepare.speech_detection import LABELS, METADATA
+from audio_recipes.prepare.speech_detection import LABELS
 from audio_recipes.tasks import register_task
 from audio_recipes.tasks.base import DataError, Example, Task
 from audio_recipes.tasks.slurp import check_audio_files_exist
@@ -145,18 +145,10 @@ class SpeechDetectionTask(Task):
         write_detection_report(output_dir, {name: pd.DataFrame(list(rows.values()), columns=list(PREDICTION_COLUMNS))
                                             for name, rows in systems.items()})
 
-    def build_data_if_missing(self) -> None:
-        from audio_recipes.tiny_data import COMPLETE_MARKER, build_tiny_speech_detection
+    def tiny_data_builder(self):
+        from audio_recipes.tiny_data import build_tiny_speech_detection
 
-        files = {f for f in (self.args.train_file, self.args.eval_file, self.args.test_file) if f is not None}
-        folders = {Path(f).parent for f in files}
-        built_here = len(folders) == 1 and (next(iter(folders)) / COMPLETE_MARKER).is_file()
-        if all(Path(f).is_file() for f in files) and not built_here:
-            return  # the user's own data
-        # Missing, or built by this project (rebuilt when built by an older version of the builder)
-        if len(folders) != 1 or any(Path(f).name != METADATA for f in files):
-            raise DataError(f"build_data_if_missing builds one {METADATA}: point the data files at it, got {files}")
-        build_tiny_speech_detection(folders.pop())
+        return build_tiny_speech_detection
 
 
 def group_metrics(table: pd.DataFrame) -> dict[str, Any]:

@@ -131,9 +131,7 @@ class SpeechMassiveTask(Task):
         predictions = {str(row.get("id")): row for row in read_jsonl(predictions_path)}
         return score_slu(gold, predictions, skip_missing=skip_missing)
 
-    def build_data_if_missing(self) -> None:
+    def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_speech_massive
 
-        if self.data_files_exist():
-            return
-        build_tiny_speech_massive(Path(self.args.train_file).parent, locale=self.args.locale or "fr-FR")
+        return lambda folder: build_tiny_speech_massive(folder, locale=self.args.locale or "fr-FR")

@@ -105,9 +105,7 @@ class SpeechTokensTask(Task):
         predictions = {str(row.get("id")): row for row in read_jsonl(predictions_path)}
         return score_speech_answers(references, predictions, skip_missing=skip_missing)
 
-    def build_data_if_missing(self) -> None:
+    def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_speech_tokens
 
-        if self.data_files_exist():
-            return
-        build_tiny_speech_tokens(Path(self.args.train_file).parent)
+        return build_tiny_speech_tokens
