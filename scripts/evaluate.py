@@ -1,7 +1,8 @@
 """Evaluate a model on a recipe's task: `scripts/evaluate.py RECIPE.yaml --model_name_or_path M [--output_dir D]`.
 
 M is a local checkpoint or adapter, or a Hub id of either. Results go to D, or to
-`<recipe output_dir>/eval-<split>` when --output_dir is not given. Under `accelerate launch` with
+`<recipe output_dir>/eval/<model>/<split>` when --output_dir is not given (a Hub id `org/name` is `org--name`, a
+local path `outputs/x` is `outputs--x`), so that evaluations of two models never share a folder. Under `accelerate launch` with
 several processes, each process takes a shard and the main process merges them.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from trl import SFTConfig
 
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
-from audio_recipes.evaluation import print_metrics, run_evaluation
+from audio_recipes.evaluation import default_evaluation_dir, print_metrics, run_evaluation
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
     explicit_output = any(arg == "--output_dir" or arg.startswith("--output_dir=") for arg in argv)
     output_dir = Path(training_args.output_dir)
     if not explicit_output:
-        output_dir = output_dir / f"eval-{eval_args.split}"
+        output_dir = default_evaluation_dir(output_dir, model_args.model_name_or_path, eval_args.split)
     metrics = run_evaluation(model_args, task_args, training_args, eval_args, output_dir)
     if metrics:
         print_metrics(metrics)

@@ -7,6 +7,7 @@ JSON, so "right" answers are planted into a finished raw-output file where a tes
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from helpers import (
 from audio_recipes import generation
 from audio_recipes.collators import AudioChatCollator
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
-from audio_recipes.evaluation import generation_kwargs
+from audio_recipes.evaluation import EvaluationRunError, default_evaluation_dir, generation_kwargs
 from audio_recipes.generation import generate_batch
 from audio_recipes.metrics.slu import METRIC_KEYS
 from audio_recipes.models import load_model_and_processor
@@ -235,15 +236,15 @@ def test_resume_keeps_finished_rows_redoes_the_torn_one_and_scores_bad_outputs_a
     assert everything["scenario_accuracy"] == pytest.approx(1 / total)
 
 
-# ---------------------------------------------------------------- 3. no resume: replace
+# ---------------------------------------------------------------- 3. the same run resumes, another is refused
 
 
 class Interrupted(Exception):
     """Stands for a job killed mid-run."""
 
 
-def test_without_resume_an_existing_output_is_replaced(audio_eval, tiny_model, tmp_path, monkeypatch, capsys,
-                                                        generated_ids):
+def test_resume_false_starts_the_same_run_over_and_says_so(audio_eval, tiny_model, tmp_path, monkeypatch, capsys,
+                                                            generated_ids, caplog):
     output_dir = tmp_path / "eval"
     shutil.copytree(audio_eval[0], output_dir)
     raw_path = output_dir / "raw_outputs.jsonl"
@@ -253,8 +254,8 @@ def test_without_resume_an_existing_output_is_replaced(audio_eval, tiny_model, t
     args = [AUDIO_RECIPE, "--model_name_or_path", tiny_model, "--output_dir", str(output_dir), "--max_samples", "5",
             *FAST]
 
-    # A new run without --resume, killed after its first batch: only that batch's rows are left, none of the
-    # old ones, so that a later --resume cannot take another run's rows as finished
+    # --resume false, killed after its first batch: only that batch's rows are left, none of the old ones, so
+    # that a later run cannot take the discarded rows as finished
     counting = generation.generate_batch
 
     def interrupt_after_one_batch(model, collator, examples, **kwargs):
@@ -264,17 +265,64 @@ def test_without_resume_an_existing_output_is_replaced(audio_eval, tiny_model, t
 
     monkeypatch.setattr(generation, "generate_batch", interrupt_after_one_batch)
     with pytest.raises(Interrupted):
-        script_output("evaluate.py", args, capsys)
+        script_output("evaluate.py", [*args, "--resume", "false"], capsys)
+    assert "starting over: the 5 output rows of the same run" in caplog.text
     assert [row["id"] for row in read_jsonl(raw_path)] == ids[:2]
     assert "PLANTED" not in raw_path.read_text()
 
+    # Rerun without --resume: the same run is resumed by default, and says so
     monkeypatch.setattr(generation, "generate_batch", counting)
-    script_output("evaluate.py", [*args, "--resume", "true"], capsys)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="audio_recipes.evaluation")
+    script_output("evaluate.py", args, capsys)
+    assert "resuming the run" in caplog.text and "2 rows already done" in caplog.text
     assert generated_ids == ids
     raw = read_jsonl(raw_path)
     assert [row["id"] for row in raw] == ids
     assert [row["raw_output"] for row in raw] == [row["raw_output"] for row in old]
     assert [row["file"] for row in read_jsonl(output_dir / "predictions.jsonl")] == ids
+
+
+def test_another_model_or_decoding_never_resumes_or_replaces_a_run(audio_eval, tiny_model, tmp_path, capsys,
+                                                                   generated_ids):
+    output_dir = tmp_path / "eval"
+    shutil.copytree(audio_eval[0], output_dir)
+    before = {path.name: path.read_bytes() for path in output_dir.iterdir()}
+    other_model = tmp_path / "other-model"
+    shutil.copytree(tiny_model, other_model)
+    base = [AUDIO_RECIPE, "--output_dir", str(output_dir), "--max_samples", "5", *FAST]
+    for change, args in (("model", ["--model_name_or_path", str(other_model), "--resume", "true"]),
+                         ("model", ["--model_name_or_path", str(other_model)]),
+                         ("max_new_tokens", ["--model_name_or_path", tiny_model, "--max_new_tokens", "8"]),
+                         ("model", ["--model_name_or_path", str(other_model), "--resume", "false"])):
+        with pytest.raises(EvaluationRunError, match=f"holds the outputs of another evaluation run .*{change}"):
+            script_output("evaluate.py", [*base, *args], capsys)
+        assert {path.name: path.read_bytes() for path in output_dir.iterdir()} == before
+    assert generated_ids == []  # refused before any generation
+
+    script_output("evaluate.py", [*base, "--model_name_or_path", str(other_model), "--overwrite", "true"], capsys)
+    assert len(generated_ids) == 5
+    record = json.loads((output_dir / "evaluation_run.json").read_text())
+    assert record["model"] == str(other_model.resolve())
+
+
+def test_two_models_evaluated_by_default_keep_their_own_folders(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    first, second = tmp_path / "models" / "first", tmp_path / "models" / "second"
+    shutil.copytree(tiny_model, first)
+    shutil.copytree(tiny_model, second)
+    recipe = PROJECT_ROOT / AUDIO_RECIPE
+    common = ["--max_samples", "2", *FAST, "--test_file", str(GOLD_TEST), "--audio_dir", str(GOLD_TEST.parent / "audio")]
+    script_output("evaluate.py", [str(recipe), "--model_name_or_path", "models/first", *common], capsys)
+    script_output("evaluate.py", [str(recipe), "--model_name_or_path", "models/second", *common], capsys)
+    # The recipe's output_dir (outputs/tiny/slurp) holds one folder per evaluated model and split
+    for name, model in (("models--first", first), ("models--second", second)):
+        folder = tmp_path / "outputs/tiny/slurp/eval" / name / "test"
+        assert json.loads((folder / "evaluation_run.json").read_text())["model"] == str(model.resolve())
+        assert json.loads((folder / "metrics.json").read_text())["num_gold"] == 2
+    assert default_evaluation_dir("out", "Qwen/Qwen2-Audio-7B-Instruct", "eval") == \
+        Path("out/eval/Qwen--Qwen2-Audio-7B-Instruct/eval")
 
 
 # ---------------------------------------------------------------- 4. batched left padding == one by one

@@ -143,7 +143,16 @@ class EvalArguments:
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy / beam search."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with do_sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (with do_sample)."})
-    resume: bool = field(default=False, metadata={"help": "Continue an interrupted evaluation in output_dir."})
+    resume: bool | None = field(
+        default=None,
+        metadata={"help": "Unset: continue an interrupted evaluation of the same run (model, data, decoding) in the "
+                  "output folder, else start; true: the same, saying so; false: start over, discarding its rows."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace the outputs of another run (another model or decoding) in --output_dir; without "
+                  "it, that is an error."},
+    )
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N items."})
     decoding: str = field(
         default="generate",

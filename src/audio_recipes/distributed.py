@@ -30,6 +30,15 @@ def joined_process_state() -> PartialState:
     return state
 
 
+def broadcast_object(value):
+    """The main process's `value` on every process (a no-op with one process)."""
+    from accelerate.utils import broadcast_object_list
+
+    if PartialState().num_processes == 1:
+        return value
+    return broadcast_object_list([value], from_process=0)[0]
+
+
 def parameters_are_sharded(training_args) -> bool:
     """ZeRO-3 or FSDP: each module's forward gathers its weights from every rank, so all ranks must run it."""
     return is_deepspeed_zero3_enabled() or bool(getattr(training_args, "fsdp", None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,18 +16,19 @@ from transformers.integrations import unset_hf_deepspeed_config
 from trl import SFTConfig
 
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
-from audio_recipes.distributed import joined_process_state
+from audio_recipes.distributed import broadcast_object, joined_process_state
 from audio_recipes.generation import (
     DECODING_MODES,
     batches,
     generate_batch,
     merge_shards,
+    read_finished,
     run_generation,
     shard_file,
     write_json_atomic,
     write_jsonl_atomic,
 )
-from audio_recipes.hub import add_evaluation_to_card
+from audio_recipes.hub import add_evaluation_to_card, resolve_model
 from audio_recipes.models import is_quantized, load_model_and_processor, merge_adapter
 from audio_recipes.tasks import Example, Task, get_task
 from audio_recipes.training import chat_collator, numeric_metrics
@@ -34,6 +36,81 @@ from audio_recipes.training import chat_collator, numeric_metrics
 logger = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
+RUN_RECORD = "evaluation_run.json"
+# Options that shape neither a prompt nor an answer: a run that differs only in these can be resumed
+NOT_IN_RUN_IDENTITY = ("train_file", "max_train_samples", "text_only_fraction", "silent_clip_for_text_batches",
+                       "build_data_if_missing", "train_split", "max_samples", "resume", "overwrite", "baseline")
+
+
+class EvaluationRunError(RuntimeError):
+    """An output folder holding another run's results: never mixed with or replaced by this run's silently."""
+
+
+def model_folder_name(name_or_path: str) -> str:
+    """A folder name that tells evaluated models apart: a Hub id `org/name` -> `org--name`; a local path as
+    written under the current folder (`outputs/tiny/slurp` -> `outputs--tiny--slurp`), else its absolute path."""
+    path = Path(name_or_path)
+    if path.exists():
+        resolved = path.resolve()
+        try:
+            name_or_path = str(resolved.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            name_or_path = str(resolved)
+    parts = [part for part in Path(name_or_path).parts if part not in ("/", ".", "..")]
+    return "--".join(parts) or "model"
+
+
+def default_evaluation_dir(recipe_output_dir: str | Path, model_name_or_path: str, split: str) -> Path:
+    """`<recipe output_dir>/eval/<model>/<split>`: two models (or splits) never share a folder."""
+    return Path(recipe_output_dir) / "eval" / model_folder_name(model_name_or_path) / split
+
+
+# How the model is loaded: what, besides the weights, changes its answers
+MODEL_LOADING_OPTIONS = ("model_revision", "dtype", "processor_name_or_path", "load_in_4bit", "load_in_8bit",
+                         "bnb_4bit_quant_type", "use_bnb_nested_quant", "num_speech_tokens")
+
+
+def run_identity(resolved_name: str, model_args: ModelArguments, task_args: TaskArguments,
+                 eval_args: EvalArguments) -> dict[str, Any]:
+    """What decides each output row: the model and how it is loaded, the task's data and prompts, the decoding."""
+    model = str(Path(resolved_name).resolve()) if Path(resolved_name).exists() else resolved_name
+    options = {**dataclasses.asdict(task_args), **dataclasses.asdict(eval_args)}
+    return {"model": model, **{key: getattr(model_args, key, None) for key in MODEL_LOADING_OPTIONS},
+            **{key: value for key, value in options.items() if key not in NOT_IN_RUN_IDENTITY}}
+
+
+def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool | None, overwrite: bool) -> bool:
+    """Record this run in output_dir and say whether to resume the rows already there.
+
+    A folder holding the same run (model, data, prompts, decoding) is resumed unless `resume` is false (then
+    started over, with a warning); one holding another run's rows is an error unless `overwrite`.
+    """
+    record_path = output_dir / RUN_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    rows = sum(len(read_finished(path)) for path in output_dir.glob("raw_outputs*.jsonl"))
+    if rows and record != identity and not overwrite:
+        if record is None:
+            differences = f"no {RUN_RECORD} says which run wrote its {rows} rows"
+        else:
+            changed = sorted(key for key in {*record, *identity} if record.get(key) != identity.get(key))
+            differences = "differs in " + ", ".join(f"{key}: {record.get(key)!r} -> {identity.get(key)!r}"
+                                                    for key in changed)
+        raise EvaluationRunError(
+            f"{output_dir} holds the outputs of another evaluation run ({differences}): name another --output_dir, "
+            "or pass --overwrite true to replace them")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record_path, identity)
+    if not rows:
+        return False
+    if record != identity:
+        logger.warning("replacing the %d output rows of another run in %s (--overwrite true)", rows, output_dir)
+        return False
+    if resume is False:
+        logger.warning("starting over: the %d output rows of the same run in %s are discarded (--resume false)",
+                       rows, output_dir)
+        return False
+    logger.info("resuming the run in %s: %d rows already done (--resume false starts over)", output_dir, rows)
+    return True
 
 
 def generation_kwargs(eval_args: EvalArguments, tokenizer) -> dict[str, Any]:
@@ -63,7 +140,17 @@ def run_evaluation(
         examples = task.examples(eval_args.split)
     if eval_args.max_samples is not None:
         examples = examples[: eval_args.max_samples]
-    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved_name = resolve_model(model_args.model_name_or_path, revision=model_args.model_revision).name_or_path
+    resume, refusal = False, None
+    if state.is_main_process:
+        try:
+            resume = prepare_output_dir(output_dir, run_identity(resolved_name, model_args, task_args, eval_args),
+                                        eval_args.resume, eval_args.overwrite)
+        except EvaluationRunError as error:
+            refusal = str(error)
+    resume, refusal = broadcast_object((resume, refusal))  # every process stops, or none
+    if refusal:
+        raise EvaluationRunError(refusal)
 
     # Each process generates with a whole model: launched with a ZeRO-3 config, loading would otherwise shard
     # the weights (ZeRO-3 init), and no DeepSpeed engine gathers them during generation
@@ -81,7 +168,7 @@ def run_evaluation(
     shard = examples[state.process_index :: state.num_processes]
     run_generation(
         model, collator, task, shard, shard_file(output_dir, state.process_index, state.num_processes),
-        batch_size=training_args.per_device_eval_batch_size, resume=eval_args.resume,
+        batch_size=training_args.per_device_eval_batch_size, resume=resume,
         generation_kwargs=generation_kwargs(eval_args, collator.tokenizer), decoding=eval_args.decoding,
     )
     state.wait_for_everyone()

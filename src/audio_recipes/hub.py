@@ -185,7 +185,7 @@ def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = Non
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(output_dir),
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**"],
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**", "eval/**"],
         commit_message="Upload from audio-recipes",
     )
     return str(commit)
