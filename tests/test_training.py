@@ -169,3 +169,46 @@ def test_training_the_encoder_keeps_its_fixed_positions(tmp_path):
     encoder = {name: p.requires_grad for name, p in model.named_parameters() if "audio_tower" in name}
     assert not encoder.pop("model.audio_tower.embed_positions.weight")
     assert all(encoder.values())
+
+
+def test_a_resumed_run_reports_the_whole_runs_loss_and_clips(tmp_path):
+    """Resumed from its checkpoint at step 2, a run reports the same train_loss and clip count as uninterrupted
+    (the Trainer's own figures cover the resumed steps only)."""
+    import shutil
+
+    common = ["--max_steps", "4", "--max_train_samples", "8", "--per_device_train_batch_size", "2",
+              "--logging_steps", "3", "--save_strategy", "steps", "--save_steps", "2", "--warmup_steps", "0"]
+    whole = run_sft(*recipe("slurp", tmp_path / "whole", *common), recipe_path="recipes/tiny/slurp.yaml")
+    resumed_dir = tmp_path / "resumed" / "slurp"
+    resumed_dir.mkdir(parents=True)
+    # A run killed after its step-2 checkpoint: only that checkpoint is left
+    shutil.copytree(tmp_path / "whole" / "slurp" / "checkpoint-2", resumed_dir / "checkpoint-2")
+    resumed = run_sft(*recipe("slurp", tmp_path / "resumed", *common, "--resume_from_checkpoint", "true"),
+                      recipe_path="recipes/tiny/slurp.yaml")
+    assert resumed["resumed_at_step"] == 2 and whole["resumed_at_step"] == 0
+    assert whole["audio_clips_loaded"] == 8
+    assert resumed["audio_clips_loaded"] == whole["audio_clips_loaded"]
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
+    saved = json.loads((resumed_dir / "train_metrics.json").read_text())
+    assert saved["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5) and saved["audio_clips_loaded"] == 8
+    card = (resumed_dir / "README.md").read_text()
+    assert f"| train_loss | {whole['train_loss']:.4f} |" in card
+
+
+def test_a_hub_token_is_written_to_no_file_and_pushed_nowhere(tmp_path, monkeypatch):
+    from audio_recipes.hub import files_to_push
+
+    secret = "hf_NotARealTokenButUniqueEnough12345"
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # restored after the test: the token goes to the environment
+    run_sft(*recipe("slurp", tmp_path, "--max_steps", "2", "--max_train_samples", "4", "--save_strategy", "steps",
+                    "--save_steps", "1", "--hub_token", secret), recipe_path="recipes/tiny/slurp.yaml")
+    output_dir = tmp_path / "slurp"
+    written = [path for path in output_dir.rglob("*") if path.is_file()]
+    assert any(path.name == "training_args.bin" for path in written)  # the Trainer's pickled arguments
+    assert [path for path in written if secret.encode() in path.read_bytes()] == []
+    pushed = files_to_push(output_dir)
+    assert "README.md" in pushed and "model.safetensors" in pushed
+    assert not [name for name in pushed if name.endswith("training_args.bin") or name.startswith("checkpoint-")]
+    import os
+
+    assert os.environ["HF_TOKEN"] == secret  # where the Hub client still finds it

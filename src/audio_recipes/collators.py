@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +77,8 @@ class AudioChatCollator:
     silent_clip_for_text_batches: bool = False
     short_audio_window: bool = True
     silent_clip_batches: int = field(default=0, init=False)  # how many batches got the silent clip
+    # Clips read for each batch not yet trained on: the trainer takes one per step (data loaders fetch ahead)
+    batch_clips: deque = field(default_factory=deque, init=False, repr=False)
     _silent_clip: tuple | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -130,7 +134,10 @@ class AudioChatCollator:
         return {"audio_kwargs": {"max_length": samples}}
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        loaded_before = self.stats.loaded
         prompt_ids, audio_inputs = self.encode_prompts(examples)
+        if self.with_completion:
+            self.batch_clips.append(self.stats.loaded - loaded_before)
         if self.with_completion:
             completions = [example["completion"] + self.end_of_turn for example in examples]
             completion_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]

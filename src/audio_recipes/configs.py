@@ -13,6 +13,8 @@ import yaml
 from transformers import HfArgumentParser
 from trl import ModelConfig
 
+from audio_recipes.hub import keep_token_out_of_files
+
 
 class RecipeError(ValueError):
     """A recipe or command line that cannot be run; raised before any model loads."""
@@ -220,6 +222,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     *instances, remaining = parsed
     if remaining:
         raise RecipeError(f"could not parse {remaining!r} on the command line")
+    keep_token_out_of_files(*instances)
     return tuple(instances)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 from audio_recipes.paths import PROJECT_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
+# Never uploaded: checkpoints, partial files, logs, evaluations, and the Trainer's pickled arguments
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**", "eval/**",
+                        "training_args.bin", "**/training_args.bin"]
+logger = logging.getLogger(__name__)
 
 
 class HubError(RuntimeError):
@@ -89,6 +94,22 @@ def _resolve_hub_id(repo_id: str, revision: str, hint: str = "") -> ResolvedMode
         raise HubError(f"{unreachable} ({type(error).__name__})") from error
     base = _base_of_adapter(json.loads(Path(adapter_file).read_text()), repo_id)
     return ResolvedModel(repo_id, base, adapter=repo_id)
+
+
+def keep_token_out_of_files(*parsed_options: Any) -> None:
+    """Move a `hub_token` given in a recipe or on the command line into this process's environment (HF_TOKEN).
+
+    The Trainer pickles its arguments into `training_args.bin` in every checkpoint and output folder: a token left
+    there would be written to disk, and pushed. The Hub client reads HF_TOKEN, so pushing still works.
+    """
+    for options in parsed_options:
+        token = getattr(options, "hub_token", None)
+        if token:
+            os.environ["HF_TOKEN"] = token
+            options.hub_token = None
+            logger.warning("hub_token taken from the recipe or command line into this process's environment; it "
+                           "is never written to disk. Prefer setting HF_TOKEN: a command line is visible to other "
+                           "users of the machine")
 
 
 def check_push_access(hub_model_id: str | None) -> str:
@@ -177,6 +198,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def files_to_push(output_dir: str | Path) -> list[str]:
+    """The files of output_dir a push uploads (relative paths)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    folder = Path(output_dir)
+    files = [str(path.relative_to(folder)) for path in sorted(folder.rglob("*")) if path.is_file()]
+    return list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS))
+
+
 def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = None) -> str:
     """Upload the adapter or model folder (checkpoints left out); returns the commit URL."""
     from huggingface_hub import HfApi
@@ -185,7 +215,7 @@ def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = Non
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(output_dir),
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**", "eval/**"],
+        ignore_patterns=PUSH_IGNORE_PATTERNS,
         commit_message="Upload from audio-recipes",
     )
     return str(commit)

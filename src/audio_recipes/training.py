@@ -85,7 +85,29 @@ def task_datasets(task: Task, with_eval: bool) -> tuple[Dataset, Dataset | None]
 
 
 class AudioSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, resuming full-model checkpoints with their weights."""
+    """TRL's SFTTrainer, resuming full-model checkpoints with their weights, counting the clips it trains on."""
+
+    clips_trained = 0  # by this process, in this run
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        pending = getattr(self.data_collator, "batch_clips", None)
+        if pending:
+            self.clips_trained += pending.popleft()
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def evaluate(self, *args, **kwargs):
+        pending = getattr(self.data_collator, "batch_clips", None)
+        kept = len(pending) if pending is not None else 0
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            while pending is not None and len(pending) > kept:  # evaluation batches are not trained on
+                pending.pop()
+
+    def clips_trained_all_processes(self) -> int:
+        """Clips trained on in this run, summed over processes (a collective: every process calls it)."""
+        count = torch.tensor([self.clips_trained], device=self.accelerator.device)
+        return int(self.accelerator.reduce(count, "sum").item())
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume full weights through from_pretrained's key conversion.
@@ -104,12 +126,59 @@ class AudioSFTTrainer(SFTTrainer):
         logger.info("model weights loaded from %s", folder)
 
 
+class WholeRunTotals(TrainerCallback):
+    """The whole run's training loss and audio clip count, also when it was resumed from a checkpoint.
+
+    The Trainer's `training_loss` and the collator's counts cover the steps of this process only: after a resume,
+    the steps before the checkpoint are missing. A log entry is forced at every checkpoint, carrying the clip count
+    so far (summed over processes), so that the log history restored with the checkpoint holds both up to it.
+    """
+
+    def __init__(self, trainer: AudioSFTTrainer):
+        self.trainer = trainer
+        self.initial_step = 0
+        self.loss_sum_before = 0.0
+        self.clips_before = 0
+        self.clips_total = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.initial_step = state.global_step
+        previous = 0
+        for entry in state.log_history:
+            if "loss" in entry and entry["step"] <= self.initial_step:
+                self.loss_sum_before += entry["loss"] * (entry["step"] - previous)  # a log's loss: its window's mean
+                self.clips_before = entry.get("audio_clips_loaded", self.clips_before)
+                previous = entry["step"]
+        if previous != self.initial_step:
+            logger.warning("the checkpoint's log ends at step %d, not %d: the whole run's train_loss is of the "
+                           "logged steps", previous, self.initial_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True  # the checkpoint's log history then reaches its step
+        if control.should_log:
+            self.clips_total = self.clips_before + self.trainer.clips_trained_all_processes()
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.log_history:
+            state.log_history[-1]["audio_clips_loaded"] = self.clips_total
+
+    def whole_run(self, training_loss: float, global_step: int) -> dict[str, float]:
+        """train_loss and audio_clips_loaded (clips in the trained batches) of the whole run."""
+        steps_this_run = global_step - self.initial_step
+        loss = (self.loss_sum_before + training_loss * steps_this_run) / max(global_step, 1)
+        return {"train_loss": loss, "audio_clips_loaded": self.clips_before + self.trainer.clips_trained_all_processes(),
+                "resumed_at_step": self.initial_step}
+
+
 @dataclass
 class SftRun:
     trainer: AudioSFTTrainer
     collator: AudioChatCollator
     task: Task
     resolved: ResolvedModel
+    totals: WholeRunTotals
 
 
 def build_trainer(
@@ -152,10 +221,12 @@ def build_trainer(
         peft_config=lora_config(model_args, model) if resolved.adapter is None else None,
         callbacks=callbacks,
     )
+    totals = WholeRunTotals(trainer)
+    trainer.add_callback(totals)
     restored = keep_trainable_parameters_in_full_precision(trainer.model, training_args)
     if restored:
         logger.info("%d trainable parameters kept in float32 (bf16 is off)", restored)
-    return SftRun(trainer, collator, task, resolved)
+    return SftRun(trainer, collator, task, resolved, totals)
 
 
 def keep_trainable_parameters_in_full_precision(model: torch.nn.Module, training_args: SFTConfig) -> int:
@@ -185,8 +256,8 @@ def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args:
     eval_dataset = trainer.eval_dataset
     checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = {"train_loss": result.training_loss, "num_processes": trainer.accelerator.num_processes,
-               **collator_counts(trainer, collator), **partition_metrics(trainer)}
+    metrics = {"num_processes": trainer.accelerator.num_processes, **collator_counts(trainer, collator),
+               **partition_metrics(trainer), **run.totals.whole_run(result.training_loss, trainer.state.global_step)}
     if metrics["audio_clips_cropped"]:
         logger.warning("%d clips were longer than %s s and cropped", metrics["audio_clips_cropped"],
                        task_args.max_audio_seconds)
