@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
