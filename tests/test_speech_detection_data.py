@@ -1,5 +1,6 @@
 """The speech detection data builder: factorial balance, split hygiene, SNR and peak of each clip, bad input."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,22 +11,37 @@ import pytest
 import soundfile as sf
 
 from audio_recipes.audio import mean_power
+from audio_recipes.paths import ASSETS_DIR
 from audio_recipes.prepare.speech_detection import (
     SAMPLING_RATE,
     SpeechDetectionDataError,
     build_clip,
     build_speech_detection,
 )
+from audio_recipes.tiny_data import SYNTHETIC_SOUNDS, write_synthetic_sounds
 
 ROOT = Path(__file__).resolve().parents[1]
+AUDIO = ASSETS_DIR / "audio"  # the speech and noise recordings the repository carries
 DURATIONS, SNRS = (200, 600, 1000), (0.0, 10.0, 20.0)
 
 
 @pytest.fixture(scope="module")
-def built(shared_data, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+def sounds(tmp_path_factory) -> Path:
+    """The tiny data's synthetic non-speech sounds (3 recordings of each of 6 kinds, with categories.csv), and two
+    kinds with fewer recordings than splits: one bell, one of two knocks."""
+    folder = write_synthetic_sounds(tmp_path_factory.mktemp("sounds"))
+    write_tone(folder / "bell.wav", 5.0, 880)
+    write_tone(folder / "knock-0.wav", 5.0, 90)
+    write_tone(folder / "knock-1.wav", 5.0, 95)
+    with (folder / "categories.csv").open("a") as table:
+        table.write("bell.wav,bell\nknock-0.wav,knock\nknock-1.wav,knock\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(sounds, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("speech-detection")
-    audio = shared_data / "audio"
-    metadata = build_speech_detection([str(audio / "speech")], [str(audio / "esc50"), str(audio / "noise")], out,
+    metadata = build_speech_detection([str(AUDIO / "speech")], [str(sounds), str(AUDIO / "noise")], out,
                                       durations_ms=DURATIONS, snrs_db=SNRS, clips_per_condition=5, seed=7,
                                       log=lambda message: None)
     return out, metadata
@@ -42,7 +58,7 @@ def test_balanced_factorial_design_in_every_split(built):
     assert len(counts) == 3 * 2 * 3 * 3
     for split, expected in (("train", 3), ("validation", 1), ("test", 1)):
         assert (counts[split] == expected).all(), counts[split]
-    assert set(metadata["dataset"]) == {"speech", "esc50", "noise"}
+    assert set(metadata["dataset"]) == {"speech", sounds_name(built), "noise"}
     assert set(metadata.loc[metadata["label"] == "SPEECH", "dataset"]) == {"speech"}
 
 
@@ -55,18 +71,43 @@ def test_no_recording_in_two_splits_as_source_or_as_noise(built):
     assert (metadata["source"] != metadata["noise_source"]).all()
 
 
+def sounds_name(built) -> str:
+    return next(name for name in built[1]["dataset"].unique() if name not in ("speech", "noise"))
+
+
+def categories_per_split(out: Path, label: str = "NONSPEECH") -> dict[str, set[str]]:
+    """category -> the splits its recordings went to (summary.json: every recording, used by a clip or not)."""
+    summary = json.loads((out / "summary.json").read_text())
+    splits_of: dict[str, set[str]] = {}
+    for split, categories in summary["categories_per_split"][label].items():
+        for category in categories:
+            splits_of.setdefault(category, set()).add(split)
+    return splits_of
+
+
 def test_sources_are_split_by_sound_category(built):
-    """ESC-50's categories come from its esc50.csv; a category with fewer recordings than splits (the one dog, the
-    one car horn) stays in training, the three thunderstorms go one to each split; the noise folder is one category."""
-    _, metadata = built
-    nonspeech = metadata[metadata["label"] == "NONSPEECH"]
-    assert set(nonspeech["category"]) == {"dog", "car_horn", "thunderstorm", "noise"}
-    assert set(metadata.loc[metadata["label"] == "SPEECH", "category"]) == {"speech"}
-    splits_of = nonspeech.groupby("category")["split"].unique().map(set).to_dict()
+    """Categories come from the folder's categories.csv; a category with fewer recordings than splits (the one bell,
+    the two knocks) stays in training, each synthetic kind's three recordings go one to each split; a folder
+    without a table (noise) is one category."""
+    out, metadata = built
+    splits_of = categories_per_split(out)
+    assert set(splits_of) == {*SYNTHETIC_SOUNDS, "bell", "knock", "noise"}
+    assert set(metadata["category"]) <= {*splits_of, "speech"}
+    assert categories_per_split(out, "SPEECH") == {"speech": {"train", "validation", "test"}}
+    assert splits_of["bell"] == splits_of["knock"] == {"train"}
+    for category in (*SYNTHETIC_SOUNDS, "noise"):
+        assert splits_of[category] == {"train", "validation", "test"}, category
+
+
+def test_esc50_categories_come_from_its_metadata(shared_data, tmp_path):
+    """ESC-50's esc50.csv names the categories: the one dog and the one car horn stay in training, the three
+    thunderstorms go one to each split."""
+    audio = shared_data / "audio"
+    build_speech_detection([str(audio / "speech")], [str(audio / "esc50"), str(audio / "noise")], tmp_path,
+                           durations_ms=(400,), snrs_db=(10,), clips_per_condition=5, seed=7, log=lambda message: None)
+    splits_of = categories_per_split(tmp_path)
     assert splits_of["dog"] == splits_of["car_horn"] == {"train"}
-    assert splits_of["thunderstorm"] == splits_of["noise"] == {"train", "validation", "test"}
-    assert nonspeech[nonspeech["category"] == "thunderstorm"].groupby("split")["source"].nunique().to_dict() == {
-        "train": 1, "validation": 1, "test": 1}
+    assert splits_of["thunderstorm"] == {"train", "validation", "test"}
 
 
 def test_clips_have_the_asked_length_rate_and_peak(built):
@@ -133,17 +174,60 @@ def test_bad_input_gets_a_message_naming_it(tmp_path):
         build_speech_detection([str(tmp_path / "speech")], [str(tmp_path / "other")], tmp_path / "out")
 
 
-def test_prepare_data_script_runs_the_builder_and_reports_errors(shared_data, tmp_path):
-    audio = shared_data / "audio"
-    command = [sys.executable, "scripts/prepare_data.py", "speech_detection", "--speech_dir", f"librispeechlike={audio / 'speech'}",
-               "--nonspeech_dir", str(audio / "esc50"), str(audio / "noise"), "--durations_ms", "400",
-               "--snrs_db", "5", "--clips_per_condition", "5", "--output_dir", str(tmp_path / "out"), "--seed", "3"]
+def test_prepare_data_script_runs_the_builder_and_reports_errors(sounds, tmp_path):
+    command = [sys.executable, "scripts/prepare_data.py", "speech_detection", "--speech_dir",
+               f"librispeechlike={AUDIO / 'speech'}", "--nonspeech_dir", str(sounds), str(AUDIO / "noise"),
+               "--durations_ms", "400", "--snrs_db", "5", "--clips_per_condition", "5", "--output_dir",
+               str(tmp_path / "out"), "--seed", "3"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     metadata = pd.read_csv(tmp_path / "out" / "metadata.csv")
     assert len(metadata) == 2 * 5 and set(metadata["dataset"]) >= {"librispeechlike"}
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = subprocess.run([*command[:4], str(empty), *command[5:]], cwd=ROOT, capture_output=True, text=True,
+    bad = subprocess.run([*command[:4], str(empty), *command[5:], "--overwrite"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and f"--speech_dir {empty}: no audio files found" in bad.stderr
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_failed_rebuild_leaves_the_previous_build_whole(sounds, tmp_path):
+    """Rerun into its folder with a setting that fails (a duration longer than every recording), the builder
+    changes nothing: it builds beside the folder and swaps the result in only when complete."""
+    out = tmp_path / "out"
+    base = [sys.executable, "scripts/prepare_data.py", "speech_detection", "--speech_dir", str(AUDIO / "speech"),
+            "--nonspeech_dir", str(sounds), str(AUDIO / "noise"), "--snrs_db", "5", "--clips_per_condition", "5",
+            "--output_dir", str(out)]
+    first = subprocess.run([*base, "--durations_ms", "400"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = folder_bytes(out)
+    again = subprocess.run([*base, "--durations_ms", "400"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already holds this build" in again.stdout
+    other = subprocess.run([*base, "--durations_ms", "600"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "holds another speech_detection build (other durations_ms)" in other.stderr
+    failing = subprocess.run([*base, "--durations_ms", "60000", "--overwrite"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert failing.returncode != 0 and "window of activity" in failing.stderr
+    assert folder_bytes(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+    replaced = subprocess.run([*base, "--durations_ms", "600", "--overwrite"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert set(pd.read_csv(out / "metadata.csv")["duration_ms"]) == {600}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_folder_the_builder_did_not_make_is_never_written(sounds, tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes")
+    for extra in ([], ["--overwrite"]):
+        result = subprocess.run(
+            [sys.executable, "scripts/prepare_data.py", "speech_detection", "--speech_dir", str(AUDIO / "speech"),
+             "--nonspeech_dir", str(sounds), "--durations_ms", "400", "--snrs_db", "5", "--output_dir", str(user),
+             *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and "was not made by `prepare_data.py speech_detection`" in result.stderr
+        assert folder_bytes(user) == {"notes.txt": b"my notes"}

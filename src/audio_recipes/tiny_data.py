@@ -360,7 +360,7 @@ def build_tiny_speech_detection(output_dir: Path) -> Path:
 
     def write(staging: Path) -> None:
         build_speech_detection([f"speech={audio / 'speech'}"], [f"noise={audio / 'noise'}", f"synthetic={sounds}"],
-                               staging, **TINY_SPEECH_DETECTION)
+                               staging, log=logger.info, **TINY_SPEECH_DETECTION)
 
     return build_once(output_dir, write, version=3)  # 3: the repository's recordings and synthetic sounds
 

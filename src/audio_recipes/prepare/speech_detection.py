@@ -34,6 +34,7 @@ import pandas as pd
 import soundfile as sf
 
 from audio_recipes.audio import load_audio, mix_at_snr, peak_normalize
+from audio_recipes.prepare import OutputFolderError, build_folder_atomically
 
 SAMPLING_RATE = 16000
 LABELS = ("SPEECH", "NONSPEECH")
@@ -284,7 +285,7 @@ def build_speech_detection(
     if report.skipped:
         log(f"skipped {sum(report.skipped.values())} (source, duration) pairs with no window of activity that long, "
             f"e.g. {report.skipped_examples[0]}")
-    log(f"wrote {report.clips} clips and {output_dir / METADATA}")
+    log(f"wrote {report.clips} clips")
     return metadata
 
 
@@ -338,14 +339,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="Clips per (class, duration, SNR) cell over all splits, shared by --split_ratios.")
     parser.add_argument("--split_ratios", nargs=3, type=float, default=[0.6, 0.2, 0.2],
                         help="train, validation, test shares of the recordings and of each cell's clips.")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", required=True,
+                        help="A new folder, or one this builder made: built beside it and swapped in when complete.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace a build with other settings in --output_dir (a folder it did not make never is).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
+    settings = {key: value for key, value in vars(args).items() if key not in ("output_dir", "overwrite")}
+    for key in ("speech_dir", "nonspeech_dir", "noise_dir"):  # where the recordings are, not how they are named
+        settings[key] = [f"{name}={Path(path).resolve()}" for name, path in map(parse_dir_argument, settings[key])]
+
+    def build(staging: Path) -> None:
         build_speech_detection(
-            args.speech_dir, args.nonspeech_dir, args.output_dir, durations_ms=args.durations_ms,
+            args.speech_dir, args.nonspeech_dir, staging, durations_ms=args.durations_ms,
             snrs_db=args.snrs_db, noise_dirs=args.noise_dir, clips_per_condition=args.clips_per_condition,
             split_ratios=args.split_ratios, seed=args.seed,
         )
-    except SpeechDetectionDataError as error:
+
+    try:
+        built = build_folder_atomically(args.output_dir, "speech_detection", settings, args.overwrite, build)
+    except (SpeechDetectionDataError, OutputFolderError) as error:
         raise SystemExit(f"prepare_data.py speech_detection: {error}") from error
+    print(f"{args.output_dir}: " + ("built (clips/, metadata.csv, summary.json)" if built
+                                    else "already holds this build (same settings): nothing to do"))
