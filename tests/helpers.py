@@ -94,3 +94,13 @@ def run_command(command: list[str], timeout: int = 400, env: dict[str, str] | No
     if check:
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
     return result
+
+
+def write_short_wav(path: Path, seconds: float = 0.1) -> Path:
+    """A small valid audio file (silence at 16 kHz), for tests that need files the data check accepts."""
+    import numpy as np
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.zeros(int(seconds * 16000), dtype=np.float32), 16000)
+    return path

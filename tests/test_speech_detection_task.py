@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import write_short_wav
 
 from audio_recipes.configs import TaskArguments
 from audio_recipes.metrics.classification import INVALID
@@ -24,7 +25,7 @@ def test_parse_answer(text, label):
 def write_table(tmp_path, rows, name="metadata.csv"):
     for row in rows:
         (tmp_path / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / row["path"]).write_bytes(b"")  # existence is all load_examples checks
+        write_short_wav(tmp_path / row["path"])  # load_examples checks each file's header
     path = tmp_path / name
     table = pd.DataFrame(rows)
     table.to_parquet(path) if name.endswith(".parquet") else table.to_csv(path, index=False)
@@ -66,7 +67,7 @@ def test_data_errors_name_the_file_row_and_column(tmp_path):
         task_for(path).examples("test")
     write_table(tmp_path, [row(0)])
     (tmp_path / "clips" / "c0.wav").unlink()
-    with pytest.raises(DataError, match="1 of 1 audio files not found"):
+    with pytest.raises(DataError, match="1 of 1 audio files cannot be used: .*c0.wav: not found"):
         task_for(path).examples("test")
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_short_wav
 
 from audio_recipes.configs import TaskArguments
 from audio_recipes.speech_synthesis import espeak_available
@@ -25,7 +26,7 @@ def test_slurp_reads_published_rows_with_lowest_wer_recording(shared_data, tmp_p
     rows = [json.loads(line) for line in (shared_data / "slurp" / "test.jsonl").open()][:20]
     for row in rows:
         for recording in row["recordings"]:
-            (audio_dir / recording["file"]).write_bytes(b"")  # existence is checked at load, content per batch
+            write_short_wav(audio_dir / recording["file"])  # each file's header is checked at load
     subset = tmp_path / "test.jsonl"
     subset.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
@@ -53,7 +54,7 @@ def test_slurp_missing_audio_fails_before_training(shared_data, tmp_path):
     subset = tmp_path / "test.jsonl"
     subset.write_text((shared_data / "slurp" / "test.jsonl").open().readline())
     task = get_task("slurp", TaskArguments(task="slurp", test_file=str(subset), audio_dir=str(tmp_path)))
-    with pytest.raises(DataError, match=r"1 of 1 audio files not found .*audio-.*\.flac"):
+    with pytest.raises(DataError, match=r"1 of 1 audio files cannot be used: .*audio-.*\.flac: not found"):
         task.examples("test")
 
 
@@ -97,7 +98,7 @@ def massive_fixture(folder: Path) -> Path:
     ]
     (folder / "audio").mkdir()
     for name in ("a.wav", "b.wav", "c.wav"):
-        (folder / "audio" / name).write_bytes(b"")
+        write_short_wav(folder / "audio" / name)
     path = folder / "train_115.jsonl"
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
@@ -217,3 +218,97 @@ def test_text_only_fraction_needs_an_audio_input_mode():
     task = get_task("slurp", recipe_args(TaskArguments, "recipes/tiny/slurp_text.yaml", text_only_fraction=0.5))
     with pytest.raises(ValueError, match="text_only_fraction 0.5 needs an audio input_mode"):
         task.examples("train")
+
+
+# ---------------------------------------------------------------- the data check before any model loads
+
+
+def tiny_slurp_copy(tmp_path: Path, count: int = 6) -> tuple[Path, Path]:
+    """The first `count` tiny SLURP test rows and their audio, copied into a folder of the test's."""
+    import shutil
+
+    from helpers import examples_of
+
+    task, examples = examples_of("recipes/tiny/slurp.yaml", count)
+    source = Path(task.args.test_file)
+    folder, audio = tmp_path / "slurp", tmp_path / "slurp" / "audio"
+    audio.mkdir(parents=True)
+    ids = {example.id for example in examples}
+    rows = [row for row in map(json.loads, source.read_text().splitlines()) if row["recordings"][0]["file"] in ids]
+    (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for example in examples:
+        shutil.copy(example.audio, audio / example.id)
+    return folder / "test.jsonl", audio
+
+
+def test_unusable_audio_files_are_listed_in_one_error_before_any_model_loads(tmp_path):
+    test_file, audio = tiny_slurp_copy(tmp_path)
+    names = sorted(path.name for path in audio.iterdir())
+    (audio / names[0]).write_bytes(b"")
+    (audio / names[1]).write_bytes(b"RIFF not really a wave file")
+    (audio / names[2]).unlink()
+    args = TaskArguments(task="slurp", test_file=str(test_file), audio_dir=str(audio))
+    with pytest.raises(DataError) as error:
+        get_task("slurp", args).examples("test")
+    message = str(error.value)
+    assert "3 of 6 audio files cannot be used" in message
+    assert f"{names[0]}: empty file (0 bytes)" in message and f"{names[1]}: not readable as audio" in message
+    assert f"{names[2]}: not found" in message
+    # Through the script: one message, exit status not 0, and no model was loaded
+    result = subprocess.run([sys.executable, "scripts/evaluate.py", "recipes/tiny/slurp.yaml", "--model_name_or_path",
+                             "tiny-models/qwen2-audio", "--test_file", str(test_file), "--audio_dir", str(audio),
+                             "--output_dir", str(tmp_path / "eval")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "3 of 6 audio files cannot be used" in result.stderr
+    assert "Loading weights" not in result.stderr
+
+
+def test_audio_paths_leaving_audio_dir_are_refused_unless_allowed(tmp_path):
+    test_file, audio = tiny_slurp_copy(tmp_path, count=2)
+    rows = [json.loads(line) for line in test_file.read_text().splitlines()]
+    elsewhere = tmp_path / "elsewhere.wav"
+    (audio / rows[0]["recordings"][0]["file"]).rename(elsewhere)
+    rows[0]["recordings"][0]["file"] = "../../elsewhere.wav"
+    test_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = TaskArguments(task="slurp", test_file=str(test_file), audio_dir=str(audio))
+    with pytest.raises(DataError, match=r"1 audio path\(s\) leave audio_dir .*\.\./\.\./elsewhere\.wav.*"
+                                        "allow_audio_outside_audio_dir"):
+        get_task("slurp", args).examples("test")
+    args.allow_audio_outside_audio_dir = True
+    assert len(get_task("slurp", args).examples("test")) == 2
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("recipe", ["recipes/tiny/mmar.yaml", "recipes/tiny/slurp.yaml"])
+def test_a_tiny_recipe_pointed_at_a_users_folder_never_writes_or_deletes_in_it(recipe, tmp_path):
+    """A missing data file in a folder the project did not build is an error naming it: the folder is left as it was
+    (the tiny data used to be built into it after deleting it)."""
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "train.jsonl").write_text('{"my": "data"}\n')
+    (user / "notes.txt").write_text("my notes")
+    write_short_wav(user / "clip.wav")
+    before = folder_bytes(user)
+    result = subprocess.run([sys.executable, "scripts/sft.py", recipe, "--train_file", str(user / "train.jsonl"),
+                             "--eval_file", str(user / "train.jsonl"), "--test_file", str(user / "test.jsonl"),
+                             "--audio_dir", str(user)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"not found: test_file {user / 'test.jsonl'}" in result.stderr
+    assert f"{user} was not built by audio-recipes: nothing was written there" in result.stderr
+    assert folder_bytes(user) == before
+
+
+def test_a_mistyped_audio_dir_beside_the_tiny_data_is_an_error_not_a_rebuild(tmp_path):
+    from helpers import examples_of
+
+    task, _ = examples_of("recipes/tiny/slurp.yaml", 1)
+    folder = Path(task.args.test_file).parent
+    before = sorted(path.name for path in folder.iterdir())
+    args = TaskArguments(task="slurp", train_file=str(folder / "train.jsonl"), test_file=str(folder / "test.jsonl"),
+                         audio_dir=str(folder / "audoi"), build_data_if_missing=True)
+    with pytest.raises(DataError, match=r"not found: audio_dir .*audoi; the tiny slurp data in .* holds audio, "):
+        get_task("slurp", args).examples("test")
+    assert sorted(path.name for path in folder.iterdir()) == before

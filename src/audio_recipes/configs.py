@@ -108,6 +108,11 @@ class TaskArguments:
         default="crop", metadata={"help": "A clip over max_audio_seconds: 'crop' (with a warning) or 'reject'."}
     )
     peak_normalize: bool = field(default=False, metadata={"help": "Scale each clip to a peak of 1.0."})
+    allow_audio_outside_audio_dir: bool = field(
+        default=False,
+        metadata={"help": "Accept data rows whose audio path leaves audio_dir (`../`, absolute paths); refused by "
+                  "default, since a data set comes from elsewhere."},
+    )
     enable_thinking: bool | None = field(
         default=None,
         metadata={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -159,3 +160,48 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}, line {line_number}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
+
+
+MAX_LISTED_FILES = 10
+
+
+def audio_file_problem(path: str) -> str | None:
+    """Why an audio file cannot be used (missing, empty, unreadable header, no frames), or None."""
+    import soundfile
+
+    file = Path(path)
+    if not file.is_file():
+        return "not found" if not file.exists() else "not a file"
+    if file.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        info = soundfile.info(str(file))
+    except Exception as error:  # soundfile raises several kinds for unreadable files
+        return f"not readable as audio ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    if info.frames == 0:
+        return "no audio frames (0 samples)"
+    return None
+
+
+def check_audio_files(examples: list[Example], data_file: str | Path, args: TaskArguments) -> None:
+    """Before any model loads: every audio file exists and has a readable header and frames, and lies under
+    audio_dir (a path leaving it, `../` or absolute, is refused unless allow_audio_outside_audio_dir). One error
+    lists the bad files; a 0-byte file would otherwise stop training at the step that first reads it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with_audio = [example for example in examples if example.audio is not None]
+    if args.audio_dir and not args.allow_audio_outside_audio_dir:
+        root = os.path.normpath(os.path.abspath(args.audio_dir))
+        outside = [example for example in with_audio
+                   if os.path.commonpath([root, os.path.normpath(os.path.abspath(example.audio))]) != root]
+        if outside:
+            shown = "; ".join(f"row {example.id!r}: {example.audio}" for example in outside[:MAX_LISTED_FILES])
+            raise DataError(f"{data_file}: {len(outside)} audio path(s) leave audio_dir {args.audio_dir} ({shown}); "
+                            "set allow_audio_outside_audio_dir: true if the data set is meant to point there")
+    with ThreadPoolExecutor(max_workers=8) as pool:  # header reads: I/O-bound on network file systems
+        problems = list(pool.map(audio_file_problem, [example.audio for example in with_audio]))
+    bad = [(example, problem) for example, problem in zip(with_audio, problems, strict=True) if problem]
+    if bad:
+        shown = "; ".join(f"row {example.id!r}: {example.audio}: {problem}" for example, problem in bad[:MAX_LISTED_FILES])
+        more = f" (first {MAX_LISTED_FILES} shown)" if len(bad) > MAX_LISTED_FILES else ""
+        raise DataError(f"{data_file}: {len(bad)} of {len(with_audio)} audio files cannot be used{more}: {shown}")

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, score_choices
-from audio_recipes.tasks.base import DataError, Example, Task
-from audio_recipes.tasks.slurp import check_audio_files_exist
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -60,7 +59,7 @@ class MultipleChoiceTask(Task):
                 prompt=choice_prompt(item["question"], item["choices"]),
                 completion=choice_target(item["choices"], item["answer"]), reference=json.dumps(reference),
             ))
-        check_audio_files_exist(examples, path)
+        check_audio_files(examples, path, self.args)
         return examples
 
     def tiny_data_builder(self):

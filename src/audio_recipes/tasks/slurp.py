@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, read_jsonl
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
 from audio_recipes.tasks.slu_format import (
     normalize_filler,
     official_slu_row,
@@ -84,7 +84,7 @@ class SlurpTask(Task):
                 reference = {**row, "recordings": [recording]}
                 examples.append(Example(recording["file"], str(audio_dir / recording["file"]), self.system_prompt,
                                         prompt, completion, json.dumps(reference)))
-        check_audio_files_exist(examples, path)
+        check_audio_files(examples, path, self.args)
         return examples
 
     def parse(self, text: str) -> dict[str, Any]:
@@ -108,14 +108,6 @@ class SlurpTask(Task):
         from audio_recipes.tiny_data import build_tiny_slurp
 
         return build_tiny_slurp
-
-
-def check_audio_files_exist(examples: list[Example], data_file: str | Path) -> None:
-    """Fail before training, naming the first missing files, rather than mid-epoch."""
-    missing = [example for example in examples if example.audio is not None and not Path(example.audio).is_file()]
-    if missing:
-        shown = "; ".join(f"row {example.id!r}: {example.audio}" for example in missing[:3])
-        raise DataError(f"{data_file}: {len(missing)} of {len(examples)} audio files not found ({shown})")
 
 
 def sample_rows(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:

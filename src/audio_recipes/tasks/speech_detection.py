@@ -21,8 +21,7 @@ from audio_recipes.metrics.classification import (
 )
 from audio_recipes.prepare.speech_detection import LABELS
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task
-from audio_recipes.tasks.slurp import check_audio_files_exist
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files
 
 # Letters are single tokens with distinct ids in Qwen's vocabulary (and the tiny one); the words are not
 ANSWER_LETTERS = {"SPEECH": "A", "NONSPEECH": "B"}
@@ -94,7 +93,7 @@ class SpeechDetectionTask(Task):
                          "condition": str(row.get("condition", f"{row['duration_ms']}ms_{row['snr_db']:g}dB"))}
             examples.append(Example(str(row["segment_id"]), str(audio_dir / row["path"]), self.system_prompt, PROMPT,
                                     ANSWER_LETTERS[row["label"]], json.dumps(reference)))
-        check_audio_files_exist(examples, path)
+        check_audio_files(examples, path, self.args)
         return examples
 
     def choices(self, example: Example) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, read_jsonl
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
 from audio_recipes.tasks.slu_format import (
     entities_from_annotation,
     official_slu_row,
@@ -15,7 +15,6 @@ from audio_recipes.tasks.slu_format import (
     slu_prompt,
     slu_target,
 )
-from audio_recipes.tasks.slurp import check_audio_files_exist
 
 REQUIRED_KEYS = ("id", "locale", "utt", "annot_utt", "intent_str")
 HUB_DATASET = "FBK-MT/Speech-MASSIVE"
@@ -105,7 +104,7 @@ class SpeechMassiveTask(Task):
             ))
         if not examples:
             raise DataError(f"{source}: no rows for locale {self.args.locale!r}")
-        check_audio_files_exist(examples, source)
+        check_audio_files(examples, source, self.args)
         return examples
 
     def parse(self, text: str) -> dict[str, Any]:
