@@ -94,6 +94,12 @@ def test_resolve_a_local_adapter_folder_reads_its_base_model(tiny_model, tmp_pat
     with pytest.raises(HubError, match="base_model_name_or_path"):
         resolve_model(str(adapter))
 
+    # A base model that was moved or deleted: named as such, not looked up as a Hub repository
+    moved = tmp_path / "models" / "qwen2-audio-base"
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(moved)}))
+    with pytest.raises(HubError, match=f"trained on the base model {moved}, which is not here"):
+        resolve_model(str(adapter))
+
 
 def test_a_folder_without_model_or_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(HubError, match="neither a model"):

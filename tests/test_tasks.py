@@ -312,3 +312,10 @@ def test_a_mistyped_audio_dir_beside_the_tiny_data_is_an_error_not_a_rebuild(tmp
     with pytest.raises(DataError, match=r"not found: audio_dir .*audoi; the tiny slurp data in .* holds audio, "):
         get_task("slurp", args).examples("test")
     assert sorted(path.name for path in folder.iterdir()) == before
+
+
+def test_an_empty_data_file_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match=rf"task slurp: the train data \({empty}\) holds no items"):
+        get_task("slurp", TaskArguments(task="slurp", train_file=str(empty), input_mode="text")).examples("train")

@@ -212,3 +212,27 @@ def test_a_hub_token_is_written_to_no_file_and_pushed_nowhere(tmp_path, monkeypa
     import os
 
     assert os.environ["HF_TOKEN"] == secret  # where the Hub client still finds it
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB file system (tmpfs; needs root): a tiny model's first checkpoint does not fit."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_while_saving_says_so_and_leaves_no_half_checkpoint(small_disk):
+    from audio_recipes.distributed import last_complete_checkpoint
+
+    with pytest.raises(OSError, match=r"the disk holding .* is full .* while saving checkpoint-1: the partial "
+                                      "checkpoint was removed"):
+        run_sft(*recipe("slurp", small_disk, "--max_steps", "2", "--max_train_samples", "4", "--save_strategy",
+                        "steps", "--save_steps", "1"), recipe_path="recipes/tiny/slurp.yaml")
+    assert not (small_disk / "slurp" / "checkpoint-1").exists()
+    assert last_complete_checkpoint(small_disk / "slurp") is None

@@ -58,6 +58,10 @@ def resolve_model(name_or_path: str | None, revision: str = "main") -> ResolvedM
             # The tiny recipes record a base path relative to the repository: find it from anywhere
             if not Path(base).exists() and (PROJECT_ROOT / base).is_dir():
                 base = str(PROJECT_ROOT / base)
+            if not Path(base).exists() and _looks_like_a_path(base):
+                raise HubError(f"adapter {local} was trained on the base model {base}, which is not here: put the "
+                               "base model there, or set base_model_name_or_path in its adapter_config.json to "
+                               "where it is (a folder or a Hub id)")
             return ResolvedModel(name_or_path, base, adapter=str(local))
         if (local / "config.json").is_file():
             return ResolvedModel(name_or_path, str(local))
@@ -68,6 +72,11 @@ def resolve_model(name_or_path: str | None, revision: str = "main") -> ResolvedM
     if local.exists() or (looks_local and str(local.parent) != "."):
         raise HubError(f"model path {name_or_path} is not a folder holding a model or an adapter{hint}")
     return _resolve_hub_id(name_or_path, revision, hint)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A local path rather than a Hub id (`org/name`): absolute, relative with ./ or ../, or deeper than one slash."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _resolve_hub_id(repo_id: str, revision: str, hint: str = "") -> ResolvedModel:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +105,24 @@ class AudioSFTTrainer(SFTTrainer):
         finally:
             while pending is not None and len(pending) > kept:  # evaluation batches are not trained on
                 pending.pop()
+
+    def _save_checkpoint(self, model, trial):
+        """A full disk while saving says so (torch reports it as `unexpected pos`), and the half-written checkpoint
+        folder is removed, so that nothing looks resumable that is not."""
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        existed = folder.exists()
+        try:
+            return super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as error:
+            disk_full = getattr(error, "errno", None) == errno.ENOSPC or "unexpected pos" in str(error)
+            if not disk_full:
+                raise
+            if not existed and folder.is_dir() and not (folder / "trainer_state.json").is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+            free_mb = shutil.disk_usage(self.args.output_dir).free / 2**20
+            raise OSError(errno.ENOSPC, f"the disk holding {self.args.output_dir} is full ({free_mb:.0f} MB free) "
+                          f"while saving {folder.name}: the partial checkpoint was removed; free some space and "
+                          "rerun with resume_from_checkpoint: true to continue from the last whole one") from error
 
     def clips_trained_all_processes(self) -> int:
         """Clips trained on in this run, summed over processes (a collective: every process calls it)."""

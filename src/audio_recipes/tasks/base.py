@@ -65,6 +65,9 @@ class Task(ABC):
         if self.args.build_data_if_missing:
             self.build_data_if_missing()
         examples = self.load_examples(split)
+        if not examples:
+            source = self.data_file(split) or self.args.dataset_name
+            raise DataError(f"task {self.name}: the {split} data ({source}) holds no items")
         limit = self.args.max_train_samples if split == "train" else self.args.max_eval_samples
         examples = examples[:limit] if limit is not None else examples
         if split == "train" and self.args.text_only_fraction:
