@@ -43,8 +43,16 @@ class Task(ABC):
     prediction_key: ClassVar[str] = "id"
     primary_metric: ClassVar[str] = "accuracy"  # what loops such as ReST report per iteration
     predictions_file: ClassVar[str] = "predictions.jsonl"  # .jsonl or .parquet
+    # What the model may be given (TaskArguments.input_mode); the first is the default. The recipe parser refuses
+    # any other, so a task that reads no input_mode never runs in a mode it does not have
+    input_modes: ClassVar[tuple[str, ...]] = ("audio",)
 
     def __init__(self, args: TaskArguments):
+        if args.input_mode is None:
+            args = dataclasses.replace(args, input_mode=self.input_modes[0])
+        elif args.input_mode not in self.input_modes:
+            raise ValueError(f"task {self.name} has no input_mode {args.input_mode!r}; its modes: "
+                             f"{', '.join(self.input_modes)}")
         self.args = args
 
     @property

@@ -33,6 +33,7 @@ class MultipleChoiceTask(Task):
     group_fields: ClassVar[tuple[str, ...]]
     default_system_prompt = SYSTEM_PROMPT
     prediction_key = "id"
+    input_modes = ("audio", "text")  # text: the question and choices without the audio (a no-audio baseline)
 
     def read_items(self, path: Path) -> list[dict[str, Any]]:
         return read_rows(path)

@@ -15,6 +15,10 @@ _ANNOTATION_SPAN = re.compile(r"\[\s*([^\[\]:]+?)\s*:\s*([^\[\]]*?)\s*\]")
 _THINKING = re.compile(r"<think>.*?</think>", flags=re.DOTALL)
 
 
+# The SLU tasks' input modes: audio, audio with its transcript in the prompt, transcript alone
+SLU_INPUT_MODES = ("audio", "audio_transcript", "text")
+
+
 def slu_prompt(input_mode: str, transcript: str | None) -> str:
     """The user turn's text for each input mode (the audio itself comes before it)."""
     if input_mode == "audio":

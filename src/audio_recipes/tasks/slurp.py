@@ -10,6 +10,7 @@ from typing import Any
 from audio_recipes.tasks import register_task
 from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
 from audio_recipes.tasks.slu_format import (
+    SLU_INPUT_MODES,
     normalize_filler,
     official_slu_row,
     parse_slu_output,
@@ -50,6 +51,7 @@ class SlurpTask(Task):
     name = "slurp"
     default_system_prompt = SYSTEM_PROMPT
     primary_metric = "slu_f1"
+    input_modes = SLU_INPUT_MODES
 
     @property
     def prediction_key(self) -> str:  # type: ignore[override]

@@ -9,6 +9,7 @@ from typing import Any
 from audio_recipes.tasks import register_task
 from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
 from audio_recipes.tasks.slu_format import (
+    SLU_INPUT_MODES,
     entities_from_annotation,
     official_slu_row,
     parse_slu_output,
@@ -66,6 +67,7 @@ class SpeechMassiveTask(Task):
     default_system_prompt = SYSTEM_PROMPT
     primary_metric = "slu_f1"
     prediction_key = "id"
+    input_modes = SLU_INPUT_MODES
 
     def rows(self, split: str) -> tuple[list[dict[str, Any]], str, Path | None]:
         path = self.data_file(split)

@@ -39,6 +39,7 @@ def chat_row_fields(row: dict[str, Any]) -> dict[str, Any]:
 class SpeechTokensTask(Task):
     name = "speech_tokens"
     default_system_prompt = ""  # no system turn unless the data or the recipe gives one
+    input_modes = ("text",)  # a text question; the speech is in the answer
 
     def __init__(self, args):
         super().__init__(args)
