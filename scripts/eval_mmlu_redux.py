@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Text ability before and after speech-token training: MMLU-Redux, zero-shot, accuracy by subject and overall.
 
     scripts/eval_mmlu_redux.py --model Qwen/Qwen3-0.6B --model outputs/qwen3-speech-tokens \
@@ -16,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from audio_recipes.cli import ArgumentParser, run
 from audio_recipes.generation import write_json_atomic
 from audio_recipes.mmlu_redux import comparison_table, evaluate_model, model_slug, read_mmlu_redux
 from audio_recipes.paths import SHARED_DATA_DIR
@@ -23,7 +25,7 @@ from audio_recipes.paths import SHARED_DATA_DIR
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="model folder or Hub id (repeat)")
     parser.add_argument("--data_dir", type=Path, default=SHARED_DATA_DIR / "mmlu_redux")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/mmlu_redux"))
@@ -50,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Answer a question in text, then speech: `scripts/generate_speech.py --model M --question "..." [--output F.json]`.
 
 M is a model trained with a speech_tokens recipe (local folder or Hub id). Writes (and prints)
@@ -10,13 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
+from audio_recipes.cli import ArgumentParser, run
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.evaluation import answer_prompts
 from audio_recipes.generation import write_json_atomic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="trained model folder or Hub id")
     parser.add_argument("--question", required=True, nargs="+", help="one or more questions")
     parser.add_argument("--output", type=Path, help="write the answer here (a list with several questions)")
@@ -43,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

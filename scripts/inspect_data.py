@@ -1,14 +1,15 @@
+#!/usr/bin/env python3
 """Show exactly what the model sees: `scripts/inspect_data.py RECIPE.yaml --num_samples N [--save_path F]`.
 
 For each example: the rendered prompt, the target, and the text of the tokens that carry loss
 (special tokens included). --save_path writes JSON lines with the keys prompt, target, loss_text.
 """
 
-import sys
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from audio_recipes.cli import run
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
 from audio_recipes.inspection import inspect_examples
 
@@ -22,7 +23,7 @@ class InspectArguments:
 
 def main() -> None:
     model_args, task_args, _, _, inspect_args = parse_recipe(
-        (ModelArguments, TaskArguments, SFTConfig, EvalArguments, InspectArguments), sys.argv[1:]
+        (ModelArguments, TaskArguments, SFTConfig, EvalArguments, InspectArguments), description=__doc__
     )
     for number, record in enumerate(inspect_examples(model_args, task_args, inspect_args), start=1):
         print(f"===== example {number}: {record['id']} (audio: {record['audio']})")
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Build the tiny random-weight models used by the tests and smoke runs, and check each one.
 
 python scripts/make_tiny_models.py                       # all, into tiny-models/ (skips up-to-date ones)
@@ -8,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from audio_recipes.cli import ArgumentParser, run
 from audio_recipes.paths import TINY_MODELS_DIR
 from audio_recipes.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     for name in args.models:
         start = time.perf_counter()
@@ -43,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = smoke_check(path)
         print(f"{name}: {path} (ready in {elapsed:.1f} s)")
         print(json.dumps(figures, indent=2, ensure_ascii=False))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

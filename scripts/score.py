@@ -1,18 +1,19 @@
+#!/usr/bin/env python3
 """Score an official prediction file: `scripts/score.py TASK --gold GOLD --predictions PRED [--skip_missing]`.
 
 Prints one JSON object of metrics as its last line (and writes it to --output when given).
 """
 
-import argparse
-import json
+from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
+from audio_recipes.cli import ArgumentParser, print_result, run
 from audio_recipes.generation import write_json_atomic
 from audio_recipes.tasks import TASK_REGISTRY, get_task
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(TASK_REGISTRY), help="task whose scorer to use")
     parser.add_argument("--gold", required=True, type=Path, help="gold file, as the data set publishes it")
     parser.add_argument("--predictions", required=True, type=Path, help="official prediction file (JSON lines)")
@@ -24,8 +25,8 @@ def main() -> None:
     metrics = get_task(args.task).score_files(args.gold, args.predictions, skip_missing=args.skip_missing)
     if args.output:
         write_json_atomic(args.output, metrics)
-    print(json.dumps(metrics, sort_keys=True))
+    print_result(metrics)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Train and evaluate a recipe under several seeds, with a summary table (mean, std, min, max):
 
     scripts/seeds.py RECIPE.yaml --seeds 42 123 456 --seeds_dir DIR [--evaluate_only] [--key value ...]
@@ -12,12 +13,13 @@ import logging
 import sys
 from pathlib import Path
 
+from audio_recipes.cli import ArgumentParser, run
 from audio_recipes.seeds import SUMMARY_MD, run_seeds
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("--seeds", nargs="+", type=int, required=True)
     parser.add_argument("--seeds_dir", type=Path, required=True, help="Where each seed's model and evaluation go.")
@@ -28,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Compare speech detection systems evaluated on the same clips, side by side in one report:
 
     scripts/speech_detection_report.py finetuned=outputs/ft/eval-test zeroshot=outputs/zs/eval-test \
@@ -13,22 +14,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from audio_recipes.cli import ArgumentParser, fail, run
 from audio_recipes.reports.speech_detection import write_detection_report
 
 
 def read_system(argument: str) -> tuple[str, pd.DataFrame]:
     name, sep, path = argument.partition("=")
     if not sep or not name:
-        raise SystemExit(f"expected NAME=PATH, got {argument!r}")
+        fail(f"expected NAME=PATH, got {argument!r}")
     path = Path(path)
     file = path / "predictions.parquet" if path.is_dir() else path
     if not file.is_file():
-        raise SystemExit(f"{name}: no predictions file at {file}")
+        fail(f"{name}: no predictions file at {file}")
     return name, pd.read_parquet(file)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("systems", nargs="+", help="NAME=PATH for each system")
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--title", default="")
@@ -38,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

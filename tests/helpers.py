@@ -4,6 +4,7 @@ user runs them, in their own processes (launched through accelerate where a test
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import runpy
 import signal
@@ -39,6 +40,19 @@ def run_script_in_process(script: str, args: list[str]) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", [script, *args])
         runpy.run_path(str(PROJECT_ROOT / "scripts" / script), run_name="__main__")
+
+
+def json_object_lines(stdout: str) -> list[dict]:
+    """The lines of a script's stdout that are JSON objects: its result line, printed once by the main process."""
+    objects = []
+    for line in stdout.splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            objects.append(value)
+    return objects
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

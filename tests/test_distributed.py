@@ -25,6 +25,7 @@ from helpers import (
     accelerate_launch,
     examples_of,
     free_port,
+    json_object_lines,
     kill_process_tree,
     run_command,
     run_script_in_process,
@@ -90,7 +91,10 @@ def assert_same_weights(output_dir: Path, reference_dir: Path, atol: float = 1e-
 
 def test_two_ddp_processes_log_the_losses_of_one_process_at_the_same_global_batch(tiny_model, tmp_path):
     one_process(tmp_path / "one", *SHORT, "--per_device_train_batch_size", "4")
-    run_command([*accelerate_launch("cpu_ddp.yaml"), *sft(tmp_path / "ddp", *SHORT, "--per_device_train_batch_size", "2")])
+    launched = run_command([*accelerate_launch("cpu_ddp.yaml"),
+                            *sft(tmp_path / "ddp", *SHORT, "--per_device_train_batch_size", "2")])
+    # One result line, from the main process (each of the 2 printed it before)
+    assert [line["num_processes"] for line in json_object_lines(launched.stdout)] == [2]
 
     assert train_metrics(tmp_path / "one")["num_processes"] == 1
     assert train_metrics(tmp_path / "ddp")["num_processes"] == 2

@@ -19,6 +19,7 @@ from helpers import (
     accelerate_command,
     examples_of,
     free_port,
+    json_object_lines,
     recipe_args,
     run_command,
     run_script_in_process,
@@ -404,10 +405,10 @@ def test_batched_left_padded_greedy_generation_equals_one_by_one(load_tiny, mode
 
 def test_sharded_evaluation_on_two_cpu_processes_merges_every_item_once(audio_eval, tiny_model, tmp_path):
     output_dir = tmp_path / "eval"
-    run_command([*accelerate_command(), "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
-                 "--main_process_port", str(free_port()),
-                 "scripts/evaluate.py", AUDIO_RECIPE, "--model_name_or_path", tiny_model,
-                 "--output_dir", str(output_dir), "--max_samples", "7", *FAST], timeout=400)
+    launched = run_command([*accelerate_command(), "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
+                            "--main_process_port", str(free_port()),
+                            "scripts/evaluate.py", AUDIO_RECIPE, "--model_name_or_path", tiny_model,
+                            "--output_dir", str(output_dir), "--max_samples", "7", *FAST], timeout=400)
     _, examples = examples_of(AUDIO_RECIPE, 7)
     ids = [example.id for example in examples]
 
@@ -422,6 +423,7 @@ def test_sharded_evaluation_on_two_cpu_processes_merges_every_item_once(audio_ev
     assert [row["file"] for row in read_jsonl(output_dir / "predictions.jsonl")] == ids
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert (metrics["num_gold"], metrics["num_predicted"], metrics["num_missing"]) == (7, 7, 0)
+    assert json_object_lines(launched.stdout) == [metrics]  # printed once, by the main process
 
     # Greedy outputs do not depend on the sharding
     single = {row["id"]: row["raw_output"] for row in read_jsonl(audio_eval[0] / "raw_outputs.jsonl")}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from helpers import json_object_lines
 from trl import GRPOConfig
 
 from audio_recipes.collators import AudioChatCollator
@@ -109,9 +110,10 @@ def test_log_probs_depend_on_the_audio(rows, tmp_path, model_name):
 def test_grpo_script_trains_an_adapter(tmp_path):
     ensure_tiny_model("qwen2-audio")
     output = tmp_path / "grpo"
-    subprocess.run([sys.executable, str(ROOT / "scripts/grpo.py"), str(ROOT / "recipes/tiny/mmar_grpo.yaml"),
-                    "--max_steps", "2", "--output_dir", str(output)], cwd=ROOT, check=True, capture_output=True,
-                   timeout=900)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/grpo.py"), str(ROOT / "recipes/tiny/mmar_grpo.yaml"),
+                             "--max_steps", "2", "--output_dir", str(output)], cwd=ROOT, check=True,
+                            capture_output=True, text=True, timeout=900)
+    assert [sorted(line) for line in json_object_lines(result.stdout)] == [["reward_first", "reward_last", "train_loss"]]
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and any("reward" in entry for entry in state["log_history"])
     assert (output / "adapter_model.safetensors").is_file() and "mmar" in (output / "README.md").read_text()

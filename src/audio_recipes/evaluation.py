@@ -220,11 +220,6 @@ def write_predictions(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def print_metrics(metrics: dict[str, Any]) -> None:
-    """One JSON object as the last line, for scripts that read it."""
-    print(json.dumps(metrics, sort_keys=True))
-
-
 def answer_prompts(model_args: ModelArguments, task_args: TaskArguments, eval_args: EvalArguments,
                    prompts: list[str], batch_size: int = 8) -> list[dict[str, Any]]:
     """Free prompts (no data file) through a task's chat format, generation and parser: one
