@@ -12,10 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from trl import SFTConfig
-
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
+from audio_recipes.configs import EvalArguments, ModelArguments, SFTConfig, TaskArguments, parse_recipe
 from audio_recipes.evaluation import default_evaluation_dir, run_evaluation
 
 

@@ -7,10 +7,8 @@ reference model sees the audio (audio_recipes.trainers.grpo).
 
 import logging
 
-from trl import GRPOConfig
-
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import ModelArguments, RewardArguments, TaskArguments, parse_recipe
+from audio_recipes.configs import GRPOConfig, ModelArguments, RewardArguments, TaskArguments, parse_recipe
 from audio_recipes.trainers.grpo import run_grpo
 
 

@@ -7,10 +7,8 @@ For each example: the rendered prompt, the target, and the text of the tokens th
 
 from dataclasses import dataclass, field
 
-from trl import SFTConfig
-
 from audio_recipes.cli import run
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
+from audio_recipes.configs import EvalArguments, ModelArguments, SFTConfig, TaskArguments, parse_recipe
 from audio_recipes.inspection import inspect_examples
 
 

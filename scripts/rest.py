@@ -9,10 +9,15 @@ interrupted loop.
 
 import logging
 
-from trl import SFTConfig
-
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import EvalArguments, ModelArguments, RewardArguments, TaskArguments, parse_recipe
+from audio_recipes.configs import (
+    EvalArguments,
+    ModelArguments,
+    RewardArguments,
+    SFTConfig,
+    TaskArguments,
+    parse_recipe,
+)
 from audio_recipes.trainers.rest import RestArguments, RestLoop
 
 

@@ -3,10 +3,8 @@
 
 import logging
 
-from trl import SFTConfig
-
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
+from audio_recipes.configs import EvalArguments, ModelArguments, SFTConfig, TaskArguments, parse_recipe
 from audio_recipes.training import run_sft
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import runpy
 import signal
 import socket
@@ -53,6 +54,11 @@ def json_object_lines(stdout: str) -> list[dict]:
         if isinstance(value, dict):
             objects.append(value)
     return objects
+
+
+def warning_lines(stderr: str) -> list[str]:
+    """The lines of a run's stderr (and DeepSpeed's stdout) that warn: what a user would read as a problem."""
+    return [line for line in stderr.splitlines() if re.search(r"warn", line, flags=re.IGNORECASE)]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from helpers import json_object_lines
+from helpers import json_object_lines, warning_lines
 from trl import GRPOConfig
 
 from audio_recipes.collators import AudioChatCollator
@@ -40,7 +40,8 @@ def make_trainer(rows, tmp_path, model_name="qwen2-audio", **overrides):
     model, processor, _ = load_model_and_processor(ModelArguments(model_name_or_path=str(model_path)))
     settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
                     max_completion_length=5, max_steps=2, beta=0.04, num_iterations=2, use_cpu=True, bf16=False,
-                    report_to="none", save_strategy="no", logging_steps=1, seed=0)
+                    report_to="none", save_strategy="no", logging_steps=1, seed=0,
+                    activation_checkpointing=True)  # TRL's default, under transformers 5's name
     args = GRPOConfig(**{**settings, **overrides})
     collator = AudioChatCollator(processor, with_completion=False, padding_side="left")
     return AudioGRPOTrainer(model=model, args=args, reward_funcs=get_reward_funcs(["choice_accuracy"]),
@@ -114,6 +115,7 @@ def test_grpo_script_trains_an_adapter(tmp_path):
                              "--max_steps", "2", "--output_dir", str(output)], cwd=ROOT, check=True,
                             capture_output=True, text=True, timeout=900)
     assert [sorted(line) for line in json_object_lines(result.stdout)] == [["reward_first", "reward_last", "train_loss"]]
+    assert warning_lines(result.stderr) == []  # TRL's "model_init_kwargs will be ignored" is wrong here: dropped
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and any("reward" in entry for entry in state["log_history"])
     assert (output / "adapter_model.safetensors").is_file() and "mmar" in (output / "README.md").read_text()

@@ -16,7 +16,12 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
+
+# Re-exported: the scripts import TRL's configs from here, so that audio_recipes (and its library_noise filters)
+# is imported before TRL
+from trl import GRPOConfig as GRPOConfig
 from trl import ModelConfig
+from trl import SFTConfig as SFTConfig
 
 from audio_recipes.hub import keep_token_out_of_files
 
@@ -478,6 +483,12 @@ def _check_values(values: dict[str, Any], where_of) -> None:
                               f"{', '.join(modes)}) and an audio input_mode (input_mode is {values['input_mode']!r})")
 
 
+# transformers 5 renamed these; TRL's configs still give the old names a default (gradient_checkpointing: true), which
+# transformers warns about unless the new name is set. A user who writes an old name still gets the warning.
+DEPRECATED_ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
+                      ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
+
+
 def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = None, *,
                  description: str | None = None, return_recipe_path: bool = False) -> tuple:
     """Parse `RECIPE.yaml [--key value ...]` (or TRL's `--config RECIPE.yaml ...`) into instances of
@@ -531,6 +542,9 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     values = {name: getattr(namespace, name) for name in fields}
     given = {parser.option_action(option[2:]).dest for option in _command_line_options(argv)}
     _check_values(values, lambda key: "on the command line" if key in given else in_recipe)
+    for old, new in DEPRECATED_ALIASES:
+        if old in values and new in values and values[new] is None and old not in given and old not in recipe:
+            values[new] = values[old]  # the default of TRL's old name, under the new one: the same, without a warning
 
     instances = []
     for cls in dataclass_types:

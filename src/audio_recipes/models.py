@@ -23,6 +23,7 @@ from transformers.processing_utils import ProcessorMixin
 from audio_recipes.configs import ModelArguments
 from audio_recipes.distributed import parameter_count
 from audio_recipes.hub import ResolvedModel, resolve_model
+from audio_recipes.library_noise import dropped_log_messages
 from audio_recipes.speech_vocabulary import SpeechVocabulary, speech_vocabulary_tokens
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,26 @@ def load_model_and_processor(
         model_args.processor_name_or_path or resolved.processor_source, trust_remote_code=trust_remote_code,
         model_type=config.model_type,
     )
+    align_special_tokens_with_tokenizer(model, processor)
     return model, processor, resolved
+
+
+def align_special_tokens_with_tokenizer(model: torch.nn.Module, processor: Any) -> None:
+    """The model's pad / bos / eos ids as its tokenizer's, by transformers' own rule, at load time: training and
+    evaluation then use the same ids. The Trainer does this too, with a warning each run (Qwen2-Audio's released
+    config has no pad_token_id; its tokenizer pads with <|endoftext|>)."""
+    try:
+        from transformers.trainer_utils import align_special_tokens
+    except ImportError:  # transformers before 5.25 leaves the configs alone
+        return
+    text_config = model.config.get_text_config()
+    before = {name: getattr(text_config, name, None) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    with dropped_log_messages("transformers.trainer_utils", "The tokenizer has new PAD/BOS/EOS tokens"):
+        align_special_tokens(model, processor)
+    changed = {name: getattr(text_config, name, None) for name in before
+               if getattr(text_config, name, None) != before[name]}
+    if changed:
+        logger.info("special token ids set from the tokenizer: %s", changed)
 
 
 def keep_used_key_conversions(model: torch.nn.Module) -> None:

@@ -231,13 +231,15 @@ def _save(model, output_dir: Path, tokenizer, preprocessor: dict) -> Path:
 
     _he_init_audio_stem(model)
     model = model.to(torch.float32).eval()
-    model.save_pretrained(output_dir)
+    with _silenced_config_warnings():  # saving builds each config class's defaults, which warn the same way
+        model.save_pretrained(output_dir)
     _save_processor_files(output_dir, tokenizer, preprocessor)
     return output_dir
 
 
 def _silenced_config_warnings():
-    """The real configs' talker token ids lie outside the talker's own vocabulary, which transformers logs about."""
+    """The real configs' talker token ids are text ids, outside the talker's own (codec) vocabulary, which
+    transformers logs about (for the released checkpoints too)."""
     from transformers.utils import logging
 
     class Silenced:
@@ -304,7 +306,8 @@ def qwen2_5_omni_config(tokenizer):
             "look_ahead_layers": [1], "look_backward_layers": [0],
         },
         "bigvgan_config": {
-            "mel_dim": 16, "upsample_initial_channel": 32, "resblock_kernel_sizes": [3],
+            # 64 channels, halved by each of the 6 upsampling layers, leave 1 (32 left none: an empty layer)
+            "mel_dim": 16, "upsample_initial_channel": 64, "resblock_kernel_sizes": [3],
             "resblock_dilation_sizes": [[1, 3, 5]],
         },
     }

@@ -14,6 +14,7 @@ import torch
 from trl import GRPOTrainer
 
 from audio_recipes.collators import AudioChatCollator
+from audio_recipes.library_noise import dropped_log_messages
 
 AUDIO_INPUTS = ("input_features", "feature_attention_mask")
 
@@ -34,7 +35,9 @@ class AudioGRPOTrainer(GRPOTrainer):
             # model with its talker. The reference is the policy's class (the thinker).
             training_args.model_init_kwargs = {"architecture": type(model), **(given_init_kwargs or {})}
         try:
-            super().__init__(*args, **kwargs)
+            # TRL says these kwargs are ignored for an instantiated model; they are used, for the reference model
+            with dropped_log_messages("trl.trainer.grpo_trainer", "You passed `model_init_kwargs` to the `GRPOConfig`"):
+                super().__init__(*args, **kwargs)
         finally:
             if training_args is not None:
                 training_args.model_init_kwargs = given_init_kwargs
