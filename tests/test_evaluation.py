@@ -307,6 +307,22 @@ def test_another_model_or_decoding_never_resumes_or_replaces_a_run(audio_eval, t
     assert record["model"] == str(other_model.resolve())
 
 
+def test_a_model_trained_again_into_the_same_folder_is_another_run(tiny_model, tmp_path, capsys, generated_ids):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    args = [AUDIO_RECIPE, "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "eval"),
+            "--max_samples", "2", *FAST]
+    script_output("evaluate.py", args, capsys)
+    assert len(generated_ids) == 2
+    script_output("evaluate.py", args, capsys)  # the same weights: resumed, nothing generated again
+    assert len(generated_ids) == 2
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # written again, as a new training run into the folder would
+    with pytest.raises(EvaluationRunError, match="another evaluation run .*model_files"):
+        script_output("evaluate.py", args, capsys)
+    assert len(generated_ids) == 2
+
+
 def test_two_models_evaluated_by_default_keep_their_own_folders(tiny_model, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

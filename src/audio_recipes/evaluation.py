@@ -75,8 +75,22 @@ def run_identity(resolved_name: str, model_args: ModelArguments, task_args: Task
     """What decides each output row: the model and how it is loaded, the task's data and prompts, the decoding."""
     model = str(Path(resolved_name).resolve()) if Path(resolved_name).exists() else resolved_name
     options = {**dataclasses.asdict(task_args), **dataclasses.asdict(eval_args)}
-    return {"model": model, **{key: getattr(model_args, key, None) for key in MODEL_LOADING_OPTIONS},
+    return {"model": model, "model_files": model_files(resolved_name),
+            **{key: getattr(model_args, key, None) for key in MODEL_LOADING_OPTIONS},
             **{key: value for key, value in options.items() if key not in NOT_IN_RUN_IDENTITY}}
+
+
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+
+
+def model_files(name_or_path: str) -> list[list] | None:
+    """A local model folder's weight files as [name, size, modification time in ns]: a model trained again into the
+    same folder is another model, whose outputs are not resumed. None for a Hub id (its revision is recorded)."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return None
+    files = sorted({path for pattern in WEIGHT_FILE_PATTERNS for path in folder.glob(pattern)})
+    return [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files]
 
 
 def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool | None, overwrite: bool) -> bool:
