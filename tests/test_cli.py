@@ -125,3 +125,17 @@ def test_print_result_is_one_strict_json_line_from_the_main_process_only(monkeyp
     assert out.count("\n") == 1
     assert json.loads(out) == {"accuracy": 0.5, "count": 3, "ece": None, "path": str(PROJECT_ROOT),
                                "nested": {"values": [1, None]}}
+
+
+@pytest.mark.parametrize("target, message", [("eval", "usage: make eval MODEL="), ("push", "usage: make push MODEL="),
+                                             ("mmlu-redux", "usage: make mmlu-redux MODELS=")])
+def test_make_targets_check_their_arguments_before_installing_anything(tmp_path, target, message):
+    venv = tmp_path / "venv"  # a fresh clone has none: a target that installed first would create it
+    result = subprocess.run(["make", target, f"VENV={venv}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and message in result.stdout, result.stdout + result.stderr
+    assert not venv.exists()
+    result = subprocess.run(["make", "eval", "MODEL=m", "TASK=slurpp", f"VENV={venv}"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no recipe recipes/slurpp.yaml; TASK is one of:" in result.stdout
+    assert "slurp" in result.stdout.split("TASK is one of:")[1].split() and not venv.exists()
