@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import call_with_timeout
 
 from audio_recipes.configs import TaskArguments
 from audio_recipes.metrics.choice import extract_choice, score_choices, string_match, strip_thinking
@@ -56,6 +57,45 @@ def test_extract_choice(text, expected):
 def test_strip_thinking():
     assert strip_thinking("<think>a</think> b <think>c</think>d") == "b d"
     assert strip_thinking("hidden</think>shown") == "shown"
+
+
+ONE_MEGABYTE = 1_000_000
+
+
+def repeated(unit: str, size: int = ONE_MEGABYTE) -> str:
+    return unit * (size // len(unit))
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    (repeated("<think>"), None),
+    (repeated("<answer>"), None),
+    (repeated("<think><answer>"), None),  # nested, none closed
+    (repeated("</think><think>"), None),
+    (repeated("<answer>(B"), None),
+    ("The answer" + " " * ONE_MEGABYTE + "!", None),
+    (repeated("<think>") + "</think><answer>(B) Dense Forest</answer>", 1),
+    ("<answer>" + repeated("<answer>") + "(C) Open Grassland</answer>", 2),
+], ids=["think", "answer", "think-answer", "close-open", "answer-letter", "spaces", "closed-think", "closed-answer"])
+def test_answer_extraction_is_linear_on_one_megabyte_adversarial_outputs(output, expected):
+    # The regexes were quadratic there (<think> x 32,000: 248 s); 10 s is far beyond a linear pass over 1 MB
+    assert call_with_timeout(extract_choice, output, CHOICES, timeout=10) == expected
+
+
+def test_tag_spans_are_the_lazy_regexs():
+    import random
+    import re
+
+    from audio_recipes.output_tags import last_tagged, remove_tagged
+
+    thinking = re.compile(r"<think>.*?</think>", flags=re.DOTALL | re.IGNORECASE)
+    answer = re.compile(r"<answer>(.*?)</answer>", flags=re.DOTALL | re.IGNORECASE)
+    parts = ["<think>", "</think>", "<THINK>", "</Think>", "<answer>", "</answer>", "<Answer>", "a", " ", "\n"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 12)))
+        assert remove_tagged(text, "think") == thinking.sub("", text), text
+        found = answer.findall(text)
+        assert last_tagged(text, "answer") == (found[-1] if found else None), text
 
 
 def test_score_choices_counts_missing_as_wrong_unless_skipped():
