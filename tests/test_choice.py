@@ -11,7 +11,7 @@ from helpers import call_with_timeout
 from audio_recipes.configs import TaskArguments
 from audio_recipes.metrics.choice import extract_choice, score_choices, string_match, strip_thinking
 from audio_recipes.tasks import get_task
-from audio_recipes.tasks.multiple_choice import SYSTEM_PROMPT, choice_prompt, choice_target
+from audio_recipes.tasks.multiple_choice import SYSTEM_PROMPT, choice_prompt, choice_target, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICES = ["Mountain Canyon", "Dense Forest", "Open Grassland", "City Streets"]
@@ -144,6 +144,32 @@ def test_letter_only_answers_reach_the_official_file_as_choice_text(shared_data)
     assert metrics["accuracy"] == pytest.approx(1 / 3) and metrics["num_missing"] == 1
 
 
+# What the untrained tiny Qwen2-Audio answered on the tiny MMAR items (evaluate.py --max_new_tokens 16)
+UNTRAINED_OUTPUTS = [
+    "Udateio Sure Sorry\u0645 that Bebreokenem not_ m Sorry\u0645",
+    "kable date\ufffd\ufffd n GoodRreakfast\ufffdrink Neighbester\ufffd[OW",
+]
+
+
+@pytest.mark.parametrize("task_name", ["mmar", "mmau"])
+def test_an_output_that_names_no_choice_is_invalid_counted_and_wrong(task_name, tmp_path):
+    from audio_recipes.evaluation import score_outputs
+    from audio_recipes.tasks import Example
+
+    task = get_task(task_name)
+    item = {"id": "x", "question": "Where?", "choices": CHOICES, "answer": "Dense Forest"}
+    outputs = [*UNTRAINED_OUTPUTS, "<answer>(B) Dense Forest</answer>", "B", "<think>(A)?</think>It is dense forest.",
+               "<answer>(C) Open Grassland</answer>", "<answer></answer>"]
+    examples = [Example(str(number), None, "", "", "", json.dumps({**item, "id": str(number)}))
+                for number in range(len(outputs))]
+    rows = [{"id": example.id, "raw_output": text, "prediction": task.parse_for_item(example, text)}
+            for example, text in zip(examples, outputs, strict=True)]
+    assert [row["prediction"]["valid"] for row in rows] == [False, False, True, True, True, True, False]
+    official, metrics = score_outputs(task, examples, rows, tmp_path / "predictions.jsonl")
+    assert metrics["num_invalid_outputs"] == 3
+    assert metrics["accuracy"] == pytest.approx(3 / 7)  # the three valid right answers; the invalid ones are wrong
+
+
 def test_score_script_mmar_and_mmau(shared_data, tmp_path):
     items = [json.loads(line) for line in (shared_data / "mmar/MMAR-meta.jsonl").open()]
     # Right on the first 10, wrong on the next 10, nothing for the rest (as a JSON list, like MMAR's script)
@@ -193,8 +219,14 @@ def test_tiny_recipe_evaluates_into_the_benchmark_format(task, tmp_path):
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
     field = {"mmar": "answer_prediction", "mmau": "model_output"}[task]
-    assert len(rows) == 4 and all(set(row) == {"id", field} for row in rows)
     gold = ROOT / "data/tiny/audio_choice" / {"mmar": "mmar_test.jsonl", "mmau": "mmau_test.json"}[task]
+    assert len(rows) == 4 and all(set(row) == {"id", field} for row in rows)
+    # An output is valid when it names one of its item's choices, as the official file's answer is read
+    raw = [json.loads(line) for line in (output / "raw_outputs.jsonl").read_text().splitlines()]
+    choices = {str(item["id"]): item["choices"] for item in read_rows(gold)}
+    named = [extract_choice(row["prediction"]["answer_text"], choices[row["id"]]) is not None for row in raw]
+    assert [row["prediction"]["valid"] for row in raw] == named
+    assert metrics["num_invalid_outputs"] == named.count(False)
     scored = subprocess.run([sys.executable, str(ROOT / "scripts/score.py"), task, "--gold", str(gold),
                              "--predictions", str(output / "predictions.jsonl"), "--skip_missing"],
                             capture_output=True, text=True, check=True)

@@ -232,7 +232,7 @@ def run_generation(
             outputs = decode_batch(model, collator, task, batch, decoding, generation_kwargs)
             latency_ms = 1000 * (time.perf_counter() - started) / len(batch)
             for example, output in zip(batch, outputs, strict=True):
-                row = {"id": example.id, **output, "prediction": task.parse(output["raw_output"]),
+                row = {"id": example.id, **output, "prediction": task.parse_for_item(example, output["raw_output"]),
                        "latency_ms": latency_ms}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 finished[example.id] = row

@@ -126,6 +126,11 @@ class Task(ABC):
         """Model text -> prediction. Never raises: a malformed output gives a prediction with `valid: False`."""
         ...
 
+    def parse_for_item(self, example: Example, text: str) -> dict[str, Any]:
+        """Model text -> the prediction for one item, as evaluation writes it: `parse(text)`, unless the task needs
+        the item to tell a valid answer (a multiple-choice answer must name one of the item's choices)."""
+        return self.parse(text)
+
     def choices(self, example: Example) -> list[str] | None:
         """The completions the model may give, for label scoring and constrained decoding; None: free text only."""
         return None

@@ -69,8 +69,17 @@ class MultipleChoiceTask(Task):
         return build_tiny_audio_choice
 
     def parse(self, text: str) -> dict[str, Any]:
-        """The raw answer text; the choice is extracted against the item's choices in official_prediction."""
+        """The raw answer text; the choice is extracted against the item's choices in parse_for_item and
+        official_prediction."""
         return {"answer_text": answer_text(text), "valid": bool(answer_text(text))}
+
+    def parse_for_item(self, example: Example, text: str) -> dict[str, Any]:
+        """Valid only where a choice of the item can be read from the answer (as official_prediction reads it)."""
+        prediction = self.parse(text)
+        choices = json.loads(example.reference).get("choices")
+        if choices is not None:
+            prediction["valid"] = extract_choice(prediction["answer_text"], choices) is not None
+        return prediction
 
     def official_prediction(self, example: Example, prediction: dict[str, Any]) -> dict[str, Any]:
         """The extracted choice's text (so a letter-only answer is not lost), else the answer text as given."""
