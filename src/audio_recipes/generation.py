@@ -32,11 +32,11 @@ def read_finished(path: Path) -> dict[str, dict[str, Any]]:
     finished: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return finished
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # bytes: a line cut inside a character is not UTF-8, and is dropped too
         for line in handle:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if isinstance(row, dict) and "id" in row:
                 finished[row["id"]] = row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from abc import ABC, abstractmethod
@@ -158,13 +159,26 @@ class Task(ABC):
         raise NotImplementedError(f"task {self.name} has no file scorer")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
+def read_text(path: str | Path) -> str:
+    """The text of a data or prediction file (JSON, JSON lines, CSV); one that is not UTF-8 raises a DataError
+    naming the file and the line of its first undecodable byte."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, line_start = data.count(b"\n", 0, error.start) + 1, data.rfind(b"\n", 0, error.start) + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at byte "
+                        f"{error.start - line_start + 1} of the line); save the file as UTF-8") from error
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
+    path = Path(path)
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline=None) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

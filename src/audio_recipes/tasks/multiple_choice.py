@@ -38,6 +38,11 @@ class MultipleChoiceTask(Task):
     def read_items(self, path: Path) -> list[dict[str, Any]]:
         return read_rows(path)
 
+    def check_fields(self, item: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
+        missing = [key for key in fields if key not in item]
+        if missing:
+            raise DataError(f"{where}: lacks {', '.join(missing)} (a {self.name} item has {', '.join(fields)})")
+
     def load_examples(self, split: str) -> list[Example]:
         path = self.data_file(split)
         if path is None:
@@ -48,9 +53,7 @@ class MultipleChoiceTask(Task):
         examples = []
         for index, item in enumerate(self.read_items(Path(path))):
             where = f"{path}, item {index} (id {item.get('id')})"
-            missing = [key for key in ("id", "question", "choices", "answer", self.audio_field) if key not in item]
-            if missing:
-                raise DataError(f"{where}: lacks {', '.join(missing)}")
+            self.check_fields(item, ("id", "question", "choices", "answer", self.audio_field), where)
             if item["answer"] not in item["choices"]:
                 raise DataError(f"{where}: answer {item['answer']!r} is not one of its choices {item['choices']}")
             reference = {key: value for key, value in item.items() if key not in HIDDEN_FIELDS}
@@ -95,6 +98,8 @@ class MultipleChoiceTask(Task):
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         items = self.read_items(Path(gold_path))
+        for index, item in enumerate(items):  # another task's gold file is an error, not a KeyError
+            self.check_fields(item, ("id", "choices", "answer"), f"{gold_path}, item {index} (id {item.get('id')})")
         answers = {str(row.get("id")): self.prediction_of(row) for row in read_rows(Path(predictions_path))}
         return score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
 
@@ -104,11 +109,9 @@ class MultipleChoiceTask(Task):
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """A JSON list (as the benchmarks' scripts read) or JSON lines."""
-    from audio_recipes.tasks.base import read_jsonl
+    from audio_recipes.tasks.base import read_jsonl, read_text
 
-    text = path.read_text(encoding="utf-8") if path.is_file() else None
-    if text is None:
-        raise DataError(f"file not found: {path}")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)

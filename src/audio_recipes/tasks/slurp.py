@@ -104,7 +104,10 @@ class SlurpTask(Task):
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         from audio_recipes.metrics.slu import score_slurp
 
-        return score_slurp(read_jsonl(gold_path), read_jsonl(predictions_path), skip_missing=skip_missing)
+        gold_rows = read_jsonl(gold_path)
+        for line_number, row in enumerate(gold_rows, start=1):
+            validate_row(row, f"{gold_path}, line {line_number} (slurp_id {row.get('slurp_id')})")
+        return score_slurp(gold_rows, read_jsonl(predictions_path), skip_missing=skip_missing)
 
     def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_slurp

@@ -30,6 +30,13 @@ def split_intent(intent: str) -> tuple[str, str]:
     return scenario, action
 
 
+def check_row(row: dict[str, Any], where: str) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in row]
+    if missing:
+        raise DataError(f"{where}: Speech-MASSIVE row lacks {', '.join(missing)} (expected keys: "
+                        f"{', '.join(REQUIRED_KEYS)})")
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Local files exported from the Hub dataset: JSON lines or parquet."""
     if path.suffix == ".parquet":
@@ -87,9 +94,7 @@ class SpeechMassiveTask(Task):
         examples = []
         for index, row in enumerate(rows):
             where = f"{source}, row {index} (id {row.get('id')})"
-            missing = [key for key in REQUIRED_KEYS if key not in row]
-            if missing:
-                raise DataError(f"{where}: Speech-MASSIVE row lacks {', '.join(missing)}")
+            check_row(row, where)
             if self.args.locale and row["locale"] != self.args.locale:
                 continue
             scenario, action = split_intent(row["intent_str"])
@@ -125,7 +130,8 @@ class SpeechMassiveTask(Task):
         from audio_recipes.metrics.slu import score_slu
 
         gold = {}
-        for row in read_rows(Path(gold_path)):
+        for index, row in enumerate(read_rows(Path(gold_path))):
+            check_row(row, f"{gold_path}, row {index} (id {row.get('id')})")
             scenario, action = split_intent(row["intent_str"])
             gold[str(row["id"])] = {"scenario": scenario, "action": action,
                                     "entities": entities_from_annotation(row["annot_utt"])}

@@ -102,6 +102,8 @@ class SpeechTokensTask(Task):
                 fields = chat_row_fields(row)
             except ValueError as error:
                 raise DataError(f"{gold_path}, line {line_number}: {error}") from error
+            if "id" not in row:
+                raise DataError(f"{gold_path}, line {line_number}: no 'id'")
             references[str(row["id"])] = {"text": fields["text"], "speech_tokens": fields["speech_tokens"]}
         predictions = {str(row.get("id")): row for row in read_jsonl(predictions_path)}
         return score_speech_answers(references, predictions, skip_missing=skip_missing)
