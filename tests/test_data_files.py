@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import write_short_wav
 
+from audio_recipes.configs import TaskArguments
 from audio_recipes.generation import read_finished
 from audio_recipes.paths import ASSETS_DIR
 from audio_recipes.tasks import DataError, get_task
@@ -119,3 +121,83 @@ def test_a_speech_detection_prediction_file_of_another_format_is_a_data_error(tm
     pd.DataFrame([{"segment_id": "x", "label": "SPEECH"}]).to_parquet(other_columns)
     with pytest.raises(DataError, match=rf"{other_columns}: lacks column\(s\) true_label, pred_label, "):
         get_task("speech_detection").score_files(gold, other_columns)
+
+
+# ---------------------------------------------------------------- repeated ids, mixed keys, unknown ids
+
+
+def slurp_rows_sharing_a_recording(folder: Path) -> Path:
+    """Two SLURP test rows whose best recording is the same file, each with its own slurp_id."""
+    first, second = read_jsonl(SLURP_GOLD)[:2]
+    second = {**second, "recordings": first["recordings"]}
+    for recording in first["recordings"]:
+        write_short_wav(folder / "audio" / recording["file"])
+    return write_jsonl(folder / "test.jsonl", [first, second])
+
+
+def test_evaluation_data_with_a_repeated_id_is_an_error_naming_the_ids_and_the_file(tmp_path):
+    path = slurp_rows_sharing_a_recording(tmp_path)
+    args = TaskArguments(task="slurp", train_file=str(path), test_file=str(path), audio_dir=str(tmp_path / "audio"))
+    # It was 2 outputs, 1 prediction and num_gold 1 with no word said
+    with pytest.raises(DataError, match=rf"{path}: 1 item id\(s\) occur more than once \('audio-1434542235-headset"
+                                        r"\.flac' \(2 items\)\); evaluation keys outputs and scores by id"):
+        get_task("slurp", args).examples("test")
+    assert len(get_task("slurp", args).examples("train")) == 2  # training rows may repeat
+    text_path = write_jsonl(tmp_path / "text.jsonl", [read_jsonl(SLURP_GOLD)[0]] * 2)
+    with pytest.raises(DataError, match=r"\('9384' \(2 items\)\)"):
+        get_task("slurp", TaskArguments(task="slurp", test_file=str(text_path), input_mode="text")).examples("test")
+    mmar = write_jsonl(tmp_path / "mmar.jsonl", [MMAR_ITEM, MMAR_ITEM])
+    with pytest.raises(DataError, match=r"\('q1' \(2 items\)\)"):
+        get_task("mmar", TaskArguments(task="mmar", eval_file=str(mmar), input_mode="text")).examples("eval")
+
+
+def slurp_prediction(row: dict, key: str = "file", scenario: str | None = None) -> dict:
+    item_id = row["recordings"][0]["file"] if key == "file" else row["slurp_id"]
+    return {key: item_id, "scenario": scenario or row["scenario"], "action": row["action"], "entities": []}
+
+
+def test_slurp_repeated_prediction_rows_are_counted_and_the_last_one_scored(tmp_path):
+    gold_rows = read_jsonl(SLURP_GOLD)[:2]
+    gold = write_jsonl(tmp_path / "gold.jsonl", gold_rows)
+    rows = [slurp_prediction(gold_rows[0], scenario="wrong"), slurp_prediction(gold_rows[0]),
+            slurp_prediction(gold_rows[1], key="file")]
+    metrics = get_task("slurp").score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", rows))
+    assert metrics["num_duplicates"] == 1 and metrics["num_predicted"] == 2
+    gold_recordings = len(gold_rows[0]["recordings"]) + len(gold_rows[1]["recordings"])
+    assert metrics["scenario_accuracy"] == pytest.approx(2 / gold_recordings)  # the last row of the repeated id
+    by_sentence = [slurp_prediction(row, key="slurp_id") for row in (*gold_rows, gold_rows[1])]
+    metrics = get_task("slurp").score_files(gold, write_jsonl(tmp_path / "by_sentence.jsonl", by_sentence))
+    assert metrics["num_duplicates"] == 1 and metrics["scenario_accuracy"] == 1.0
+
+
+def test_slurp_predictions_mixing_file_and_slurp_id_keys_are_an_error_naming_both(tmp_path):
+    gold_rows = read_jsonl(SLURP_GOLD)[:2]
+    gold = write_jsonl(tmp_path / "gold.jsonl", gold_rows)
+    mixed = write_jsonl(tmp_path / "predictions.jsonl", [slurp_prediction(gold_rows[0], key="slurp_id"),
+                                                         slurp_prediction(gold_rows[1], key="file")])
+    # It scored every row keyed by slurp_id as missing
+    with pytest.raises(DataError, match=rf"{mixed}: prediction rows mix keys: 1 keyed by 'file' \(first: "
+                                        r"'audio-1502375199-headset\.flac'\), 1 by 'slurp_id' alone \(first: 9384\)"):
+        get_task("slurp").score_files(gold, mixed)
+
+
+@pytest.mark.parametrize("task", ["mmar", "mmau"])
+def test_choice_predictions_count_repeated_rows_and_unknown_ids(task, tmp_path):
+    field = {"mmar": "answer_prediction", "mmau": "model_output"}[task]
+    items = [MMAR_ITEM, {**MMAR_ITEM, "id": "q2", "answer": "No"}]
+    gold = write_jsonl(tmp_path / "gold.jsonl", items)
+    rows = [{"id": "q1", field: "No"}, {"id": "q1", field: "Yes"}, {"id": "q2", field: "No"},
+            {"id": "not-in-gold", field: "Yes"}]
+    metrics = get_task(task).score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", rows))
+    assert metrics["num_duplicates"] == 1 and metrics["num_unmatched_predictions"] == 1
+    # One figure per gold item, the repeated id's last row scored (the official scripts would score 4 rows)
+    assert metrics["accuracy"] == 1.0 and metrics["num_gold"] == 2 and metrics["num_missing"] == 0
+
+
+@pytest.mark.parametrize(("task", "row"), [("speech_massive", MASSIVE_ROW), ("speech_tokens", TOKENS_ROW)])
+def test_other_scorers_count_repeated_prediction_rows(task, row, tmp_path):
+    gold = write_jsonl(tmp_path / "gold.jsonl", [row])
+    prediction = {"id": row["id"], "scenario": "alarm", "action": "set", "entities": [], "text": "Paris.",
+                  "speech_tokens": [1], "valid": True}
+    metrics = get_task(task).score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", [prediction] * 3))
+    assert metrics["num_duplicates"] == 2

@@ -97,7 +97,8 @@ def score_choices(
     """Accuracy of predicted answer texts (keyed by item id) under `string_match`.
 
     A missing or empty prediction is wrong and counted in `num_missing`; with `skip_missing` such items
-    leave the totals, as the original MMAR script does.
+    leave the totals, as the original MMAR script does. Predictions for ids not among the items are ignored and
+    counted in `num_unmatched_predictions`.
     """
     scored, correct = [], []
     for item in items:
@@ -115,6 +116,7 @@ def score_choices(
             1 for item in items
             if predictions.get(str(item["id"])) is None or not str(predictions[str(item["id"])]).strip()
         ),
+        "num_unmatched_predictions": len(set(predictions) - {str(item["id"]) for item in items}),
     }
     groups = [(field, [str(item.get(field)) for item in scored]) for field in group_fields]
     metrics.update(grouped_accuracy(correct, groups))

@@ -7,6 +7,7 @@ import io
 import json
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,9 +75,11 @@ class Task(ABC):
         if self.args.build_data_if_missing:
             self.build_data_if_missing()
         examples = self.load_examples(split)
+        source = self.data_file(split) or self.args.dataset_name
         if not examples:
-            source = self.data_file(split) or self.args.dataset_name
             raise DataError(f"task {self.name}: the {split} data ({source}) holds no items")
+        if split != "train":
+            check_unique_ids(examples, source)
         limit = self.args.max_train_samples if split == "train" else self.args.max_eval_samples
         examples = examples[:limit] if limit is not None else examples
         if split == "train" and self.args.text_only_fraction:
@@ -192,7 +195,31 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def rows_by_id(rows: list[dict[str, Any]], key: str = "id") -> tuple[dict[str, dict[str, Any]], int]:
+    """Prediction rows keyed by their `key` as a string (of rows repeating an id, the last), and how many rows
+    repeat an earlier row's id."""
+    by_id: dict[str, dict[str, Any]] = {}
+    num_duplicates = 0
+    for row in rows:
+        item_id = str(row.get(key))
+        num_duplicates += item_id in by_id
+        by_id[item_id] = row
+    return by_id, num_duplicates
+
+
 MAX_LISTED_FILES = 10
+
+
+def check_unique_ids(examples: list[Example], source: str | Path | None) -> None:
+    """Evaluation items each have an id of their own: outputs, predictions and scores are keyed by id, so a repeated
+    one would be generated twice and scored once."""
+    counts = Counter(example.id for example in examples)
+    repeated = [(item_id, count) for item_id, count in counts.items() if count > 1]
+    if repeated:
+        shown = ", ".join(f"{item_id!r} ({count} items)" for item_id, count in repeated[:MAX_LISTED_FILES])
+        more = f", first {MAX_LISTED_FILES} shown" if len(repeated) > MAX_LISTED_FILES else ""
+        raise DataError(f"{source}: {len(repeated)} item id(s) occur more than once ({shown}{more}); evaluation keys "
+                        "outputs and scores by id, so each item needs its own")
 
 
 def audio_file_problem(path: str) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, score_choices
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, rows_by_id
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -100,8 +100,12 @@ class MultipleChoiceTask(Task):
         items = self.read_items(Path(gold_path))
         for index, item in enumerate(items):  # another task's gold file is an error, not a KeyError
             self.check_fields(item, ("id", "choices", "answer"), f"{gold_path}, item {index} (id {item.get('id')})")
-        answers = {str(row.get("id")): self.prediction_of(row) for row in read_rows(Path(predictions_path))}
-        return score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
+        rows, num_duplicates = rows_by_id(read_rows(Path(predictions_path)))
+        answers = {item_id: self.prediction_of(row) for item_id, row in rows.items()}
+        metrics = score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
+        # The official scripts score every row (a repeated one twice); this figure scores each gold item once
+        metrics["num_duplicates"] = num_duplicates
+        return metrics
 
     def prediction_of(self, row: dict[str, Any]) -> Any:
         return row.get(self.prediction_field)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl, rows_by_id
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     entities_from_annotation,
@@ -135,8 +135,8 @@ class SpeechMassiveTask(Task):
             scenario, action = split_intent(row["intent_str"])
             gold[str(row["id"])] = {"scenario": scenario, "action": action,
                                     "entities": entities_from_annotation(row["annot_utt"])}
-        predictions = {str(row.get("id")): row for row in read_jsonl(predictions_path)}
-        return score_slu(gold, predictions, skip_missing=skip_missing)
+        predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
+        return {**score_slu(gold, predictions, skip_missing=skip_missing), "num_duplicates": num_duplicates}
 
     def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_speech_massive
