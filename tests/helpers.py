@@ -124,3 +124,30 @@ def write_short_wav(path: Path, seconds: float = 0.1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, np.zeros(int(seconds * 16000), dtype=np.float32), 16000)
     return path
+
+
+def call_with_timeout(function, *args, timeout: float = 10):
+    """`function(*args)` in a forked process, its result returned; the test fails when the call is still running
+    after `timeout` seconds (killed then), or raises. A thread could not stop a regex or JSON decoder running in C."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def call() -> None:
+        try:
+            sender.send(("result", function(*args)))
+        except BaseException as error:  # reported to the test, which fails on it
+            sender.send(("error", repr(error)))
+
+    process = context.Process(target=call)
+    process.start()
+    try:
+        if not receiver.poll(timeout):
+            pytest.fail(f"{function.__name__} did not return within {timeout} s")
+        kind, value = receiver.recv()
+    finally:
+        process.kill()
+        process.join()
+    assert kind == "result", f"{function.__name__} raised {value}"
+    return value

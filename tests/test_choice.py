@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import call_with_timeout
 
 from audio_recipes.configs import TaskArguments
 from audio_recipes.metrics.choice import extract_choice, score_choices, string_match, strip_thinking
 from audio_recipes.tasks import get_task
-from audio_recipes.tasks.multiple_choice import SYSTEM_PROMPT, choice_prompt, choice_target
+from audio_recipes.tasks.multiple_choice import SYSTEM_PROMPT, choice_prompt, choice_target, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICES = ["Mountain Canyon", "Dense Forest", "Open Grassland", "City Streets"]
@@ -58,6 +59,45 @@ def test_strip_thinking():
     assert strip_thinking("hidden</think>shown") == "shown"
 
 
+ONE_MEGABYTE = 1_000_000
+
+
+def repeated(unit: str, size: int = ONE_MEGABYTE) -> str:
+    return unit * (size // len(unit))
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    (repeated("<think>"), None),
+    (repeated("<answer>"), None),
+    (repeated("<think><answer>"), None),  # nested, none closed
+    (repeated("</think><think>"), None),
+    (repeated("<answer>(B"), None),
+    ("The answer" + " " * ONE_MEGABYTE + "!", None),
+    (repeated("<think>") + "</think><answer>(B) Dense Forest</answer>", 1),
+    ("<answer>" + repeated("<answer>") + "(C) Open Grassland</answer>", 2),
+], ids=["think", "answer", "think-answer", "close-open", "answer-letter", "spaces", "closed-think", "closed-answer"])
+def test_answer_extraction_is_linear_on_one_megabyte_adversarial_outputs(output, expected):
+    # The regexes were quadratic there (<think> x 32,000: 248 s); 10 s is far beyond a linear pass over 1 MB
+    assert call_with_timeout(extract_choice, output, CHOICES, timeout=10) == expected
+
+
+def test_tag_spans_are_the_lazy_regexs():
+    import random
+    import re
+
+    from audio_recipes.output_tags import last_tagged, remove_tagged
+
+    thinking = re.compile(r"<think>.*?</think>", flags=re.DOTALL | re.IGNORECASE)
+    answer = re.compile(r"<answer>(.*?)</answer>", flags=re.DOTALL | re.IGNORECASE)
+    parts = ["<think>", "</think>", "<THINK>", "</Think>", "<answer>", "</answer>", "<Answer>", "a", " ", "\n"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 12)))
+        assert remove_tagged(text, "think") == thinking.sub("", text), text
+        found = answer.findall(text)
+        assert last_tagged(text, "answer") == (found[-1] if found else None), text
+
+
 def test_score_choices_counts_missing_as_wrong_unless_skipped():
     items = [
         {"id": "1", "answer": "Yes", "choices": ["Yes", "No"], "modality": "speech"},
@@ -102,6 +142,32 @@ def test_letter_only_answers_reach_the_official_file_as_choice_text(shared_data)
     assert rows[examples[0].id]["model_output"] == items[0]["answer"]
     metrics = task.score(examples, rows)
     assert metrics["accuracy"] == pytest.approx(1 / 3) and metrics["num_missing"] == 1
+
+
+# What the untrained tiny Qwen2-Audio answered on the tiny MMAR items (evaluate.py --max_new_tokens 16)
+UNTRAINED_OUTPUTS = [
+    "Udateio Sure Sorry\u0645 that Bebreokenem not_ m Sorry\u0645",
+    "kable date\ufffd\ufffd n GoodRreakfast\ufffdrink Neighbester\ufffd[OW",
+]
+
+
+@pytest.mark.parametrize("task_name", ["mmar", "mmau"])
+def test_an_output_that_names_no_choice_is_invalid_counted_and_wrong(task_name, tmp_path):
+    from audio_recipes.evaluation import score_outputs
+    from audio_recipes.tasks import Example
+
+    task = get_task(task_name)
+    item = {"id": "x", "question": "Where?", "choices": CHOICES, "answer": "Dense Forest"}
+    outputs = [*UNTRAINED_OUTPUTS, "<answer>(B) Dense Forest</answer>", "B", "<think>(A)?</think>It is dense forest.",
+               "<answer>(C) Open Grassland</answer>", "<answer></answer>"]
+    examples = [Example(str(number), None, "", "", "", json.dumps({**item, "id": str(number)}))
+                for number in range(len(outputs))]
+    rows = [{"id": example.id, "raw_output": text, "prediction": task.parse_for_item(example, text)}
+            for example, text in zip(examples, outputs, strict=True)]
+    assert [row["prediction"]["valid"] for row in rows] == [False, False, True, True, True, True, False]
+    official, metrics = score_outputs(task, examples, rows, tmp_path / "predictions.jsonl")
+    assert metrics["num_invalid_outputs"] == 3
+    assert metrics["accuracy"] == pytest.approx(3 / 7)  # the three valid right answers; the invalid ones are wrong
 
 
 def test_score_script_mmar_and_mmau(shared_data, tmp_path):
@@ -153,8 +219,14 @@ def test_tiny_recipe_evaluates_into_the_benchmark_format(task, tmp_path):
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
     field = {"mmar": "answer_prediction", "mmau": "model_output"}[task]
-    assert len(rows) == 4 and all(set(row) == {"id", field} for row in rows)
     gold = ROOT / "data/tiny/audio_choice" / {"mmar": "mmar_test.jsonl", "mmau": "mmau_test.json"}[task]
+    assert len(rows) == 4 and all(set(row) == {"id", field} for row in rows)
+    # An output is valid when it names one of its item's choices, as the official file's answer is read
+    raw = [json.loads(line) for line in (output / "raw_outputs.jsonl").read_text().splitlines()]
+    choices = {str(item["id"]): item["choices"] for item in read_rows(gold)}
+    named = [extract_choice(row["prediction"]["answer_text"], choices[row["id"]]) is not None for row in raw]
+    assert [row["prediction"]["valid"] for row in raw] == named
+    assert metrics["num_invalid_outputs"] == named.count(False)
     scored = subprocess.run([sys.executable, str(ROOT / "scripts/score.py"), task, "--gold", str(gold),
                              "--predictions", str(output / "predictions.jsonl"), "--skip_missing"],
                             capture_output=True, text=True, check=True)

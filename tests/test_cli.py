@@ -102,6 +102,20 @@ def test_score_py_usage_and_data_errors_are_one_line(tmp_path):
     assert_one_line_error(result, 1, "score.py", "data file not found")
 
 
+def test_score_py_on_a_file_that_is_not_utf8_or_another_tasks_gold_is_one_line(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(b'{"slurp_id": 1}\n{"sentence": "caf\xe9"}\n')  # a Latin-1 byte on line 2
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text('{"id": "1"}\n')
+    result = run_script("scripts/score.py", "slurp", "--gold", str(gold), "--predictions", str(predictions))
+    assert_one_line_error(result, 1, "score.py", f"{gold}, line 2: not UTF-8 text")
+    # MMAR scored against SLURP's gold was a KeyError
+    slurp_gold = PROJECT_ROOT / "assets/slurp/test.jsonl"
+    result = run_script("scripts/score.py", "mmar", "--gold", str(slurp_gold), "--predictions", str(predictions))
+    assert_one_line_error(result, 1, "score.py", f"{slurp_gold}, item 0", "lacks id, choices, answer",
+                          "a mmar item has id, choices, answer")
+
+
 def test_sft_prints_one_json_object_as_its_last_line(tmp_path):
     result = run_script("scripts/sft.py", TINY_RECIPE, "--max_steps", "1", "--max_train_samples", "2",
                         "--output_dir", str(tmp_path / "model"), timeout=600)

@@ -1,5 +1,8 @@
 import json
 
+import pytest
+from helpers import call_with_timeout
+
 from audio_recipes.tasks.slu_format import (
     entities_from_annotation,
     parse_slu_output,
@@ -43,6 +46,36 @@ def test_malformed_entities_are_dropped_and_counted():
 def test_thinking_is_removed_before_parsing():
     text = '<think>{"scenario": "wrong", "action": "x"}</think>{"scenario": "weather", "action": "query"}'
     assert parse_slu_output(text)["scenario"] == "weather"
+
+
+ONE_MEGABYTE = 1_000_000
+TARGET = slu_target("alarm", "set", [{"type": "time", "filler": "five"}])
+
+
+def repeated(unit: str, size: int = ONE_MEGABYTE) -> str:
+    return unit * (size // len(unit))
+
+
+@pytest.mark.parametrize(("output", "valid"), [
+    (repeated("{"), False),
+    (repeated('{"a'), False),  # unterminated keys
+    (repeated('{"a": "x'), False),  # unterminated strings
+    (repeated('{"a": "\\'), False),
+    (repeated('{"a":'), False),  # nested, never closed
+    (repeated('{"a":', ONE_MEGABYTE // 2) + "1" + repeated("}", ONE_MEGABYTE // 10), False),  # nested too deep
+    (repeated("<think>"), False),
+    (repeated("<think>") + "</think>" + TARGET, True),
+    (repeated("{") + TARGET, True),
+    (repeated("[") + TARGET, True),
+], ids=["braces", "keys", "strings", "backslashes", "open-nesting", "deep-nesting", "think", "closed-think",
+        "braces-then-json", "brackets-then-json"])
+def test_parse_is_linear_on_one_megabyte_adversarial_outputs(output, valid):
+    # The JSON finder retried at every `{` (224 KB of unterminated strings: 8 s) and a deep object raised
+    # RecursionError; 10 s is far beyond a linear pass over 1 MB
+    parsed = call_with_timeout(parse_slu_output, output, timeout=10)
+    assert parsed["valid"] is valid
+    if valid:
+        assert parsed["scenario"] == "alarm" and parsed["entities"] == [{"type": "time", "filler": "five"}]
 
 
 def test_annotation_spans():

@@ -27,6 +27,7 @@ KEYS = {
     "num_missing",
     "num_unmatched_predictions",
     "num_malformed_predictions",
+    "num_duplicates",
 }
 
 

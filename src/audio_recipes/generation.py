@@ -32,11 +32,11 @@ def read_finished(path: Path) -> dict[str, dict[str, Any]]:
     finished: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return finished
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # bytes: a line cut inside a character is not UTF-8, and is dropped too
         for line in handle:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if isinstance(row, dict) and "id" in row:
                 finished[row["id"]] = row
@@ -232,7 +232,7 @@ def run_generation(
             outputs = decode_batch(model, collator, task, batch, decoding, generation_kwargs)
             latency_ms = 1000 * (time.perf_counter() - started) / len(batch)
             for example, output in zip(batch, outputs, strict=True):
-                row = {"id": example.id, **output, "prediction": task.parse(output["raw_output"]),
+                row = {"id": example.id, **output, "prediction": task.parse_for_item(example, output["raw_output"]),
                        "latency_ms": latency_ms}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 finished[example.id] = row

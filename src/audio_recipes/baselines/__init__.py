@@ -18,5 +18,5 @@ def run_baseline(name: str, task: Task, examples: Sequence[Example]) -> list[dic
         raise ValueError(f"unknown baseline {name!r} (known: {', '.join(sorted(BASELINES))})")
     module = importlib.import_module(f"audio_recipes.baselines.{BASELINES[name]}")
     outputs = module.predict(examples)
-    return [{"id": example.id, **output, "prediction": task.parse(output["raw_output"])}
+    return [{"id": example.id, **output, "prediction": task.parse_for_item(example, output["raw_output"])}
             for example, output in zip(examples, outputs, strict=True)]

@@ -7,13 +7,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from audio_recipes.output_tags import after_last_closing_tag, last_tagged, remove_tagged
+
 LETTERS = "ABCDEFGHIJ"
 _WORD = re.compile(r"\b\w+\b")
-_THINKING = re.compile(r"<think>.*?</think>", flags=re.DOTALL | re.IGNORECASE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", flags=re.DOTALL | re.IGNORECASE)
-# "(B)", "B.", "B)", "B:", "B" alone, optionally after "answer is" / "answer:"
+# "(B)", "B.", "B)", "B:", "B" alone, optionally after "answer is" / "answer:" (one `\s*` after "is": two
+# adjacent ones backtrack quadratically over a long run of spaces)
 _LETTER = re.compile(
-    r"^\s*(?:(?:the\s+)?(?:final\s+)?(?:correct\s+)?(?:answer|choice|option)\s*(?:is|:)?\s*)?"
+    r"^\s*(?:(?:the\s+)?(?:final\s+)?(?:correct\s+)?(?:answer|choice|option)\s*(?:(?:is|:)\s*)?)?"
     r"\(?([A-J])\)?(?:[.:)]|\s|$)", flags=re.IGNORECASE,
 )
 
@@ -40,17 +41,16 @@ def string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
 
 def strip_thinking(text: str) -> str:
     """Remove `<think>...</think>`, and anything before a dangling `</think>` (the opening tag in the prompt)."""
-    text = _THINKING.sub("", text or "")
-    if "</think>" in text.lower():
-        text = text[text.lower().rfind("</think>") + len("</think>"):]
-    return text.strip()
+    text = remove_tagged(text or "", "think")
+    after = after_last_closing_tag(text, "think")
+    return (text if after is None else after).strip()
 
 
 def answer_text(text: str) -> str:
     """The part of a model output that holds the answer: the last <answer> tag if any, thinking removed."""
     text = strip_thinking(text)
-    tags = _ANSWER_TAG.findall(text)
-    return tags[-1].strip() if tags else text
+    tagged = last_tagged(text, "answer")
+    return text if tagged is None else tagged.strip()
 
 
 def extract_choice(text: str, choices: Sequence[str]) -> int | None:
@@ -97,7 +97,8 @@ def score_choices(
     """Accuracy of predicted answer texts (keyed by item id) under `string_match`.
 
     A missing or empty prediction is wrong and counted in `num_missing`; with `skip_missing` such items
-    leave the totals, as the original MMAR script does.
+    leave the totals, as the original MMAR script does. Predictions for ids not among the items are ignored and
+    counted in `num_unmatched_predictions`.
     """
     scored, correct = [], []
     for item in items:
@@ -115,6 +116,7 @@ def score_choices(
             1 for item in items
             if predictions.get(str(item["id"])) is None or not str(predictions[str(item["id"])]).strip()
         ),
+        "num_unmatched_predictions": len(set(predictions) - {str(item["id"]) for item in items}),
     }
     groups = [(field, [str(item.get(field)) for item in scored]) for field in group_fields]
     metrics.update(grouped_accuracy(correct, groups))

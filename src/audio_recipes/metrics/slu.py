@@ -234,8 +234,9 @@ def score_slurp(gold_rows: list[dict], predictions: list[dict], skip_missing: bo
 
     Predictions are keyed by recording ``file`` if any prediction row has a ``file`` key (then there is
     one gold item per recording), else by ``slurp_id`` (one gold item per sentence); with no
-    predictions at all, by file. Duplicate prediction keys: the last row wins. Predictions for ids
-    not in the gold set are ignored and counted in ``num_unmatched_predictions``.
+    predictions at all, by file. Duplicate prediction keys: the last row wins, and the rows repeating an
+    earlier row's key are counted in ``num_duplicates``. Predictions for ids not in the gold set are
+    ignored and counted in ``num_unmatched_predictions``.
 
     Returns the metrics of ``METRIC_KEYS`` as floats in [0, 1], plus ``num_gold`` (gold items),
     ``num_predicted`` (gold items with a prediction), ``num_missing`` (gold items without one; scored as
@@ -249,12 +250,15 @@ def score_slurp(gold_rows: list[dict], predictions: list[dict], skip_missing: bo
 
     predicted: dict[str, dict] = {}
     unmatched: set[str] = set()
-    no_key = 0
+    seen: set[str] = set()
+    no_key = num_duplicates = 0
     for row in predictions:
         if not isinstance(row, dict) or row.get(key) is None:
             no_key += 1
             continue
         item_id = _normalise_id(row[key])
+        num_duplicates += item_id in seen
+        seen.add(item_id)
         if item_id in gold:
             predicted[item_id] = row
         else:
@@ -262,6 +266,7 @@ def score_slurp(gold_rows: list[dict], predictions: list[dict], skip_missing: bo
 
     scores = score_slu(gold, predicted, skip_missing=skip_missing)
     scores["num_unmatched_predictions"] = len(unmatched) + no_key
+    scores["num_duplicates"] = num_duplicates
     return scores
 
 

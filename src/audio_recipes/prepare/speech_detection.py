@@ -20,6 +20,7 @@ OUT/summary.json (counts, skipped sources).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -118,7 +119,9 @@ def folder_categories(directory: Path) -> dict[str, str]:
     (esc50.csv, or meta/esc50.csv) or a categories.csv of your own, if there."""
     for table in (directory / "esc50.csv", directory / "meta" / "esc50.csv", directory / "categories.csv"):
         if table.is_file():
-            metadata = pd.read_csv(table)
+            from audio_recipes.tasks.base import read_text  # here: the tasks package imports this module
+
+            metadata = pd.read_csv(io.StringIO(read_text(table)))
             if {"filename", "category"} <= set(metadata.columns):
                 return dict(zip(metadata["filename"], metadata["category"], strict=True))
     return {}

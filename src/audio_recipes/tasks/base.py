@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,9 +75,11 @@ class Task(ABC):
         if self.args.build_data_if_missing:
             self.build_data_if_missing()
         examples = self.load_examples(split)
+        source = self.data_file(split) or self.args.dataset_name
         if not examples:
-            source = self.data_file(split) or self.args.dataset_name
             raise DataError(f"task {self.name}: the {split} data ({source}) holds no items")
+        if split != "train":
+            check_unique_ids(examples, source)
         limit = self.args.max_train_samples if split == "train" else self.args.max_eval_samples
         examples = examples[:limit] if limit is not None else examples
         if split == "train" and self.args.text_only_fraction:
@@ -126,6 +130,11 @@ class Task(ABC):
         """Model text -> prediction. Never raises: a malformed output gives a prediction with `valid: False`."""
         ...
 
+    def parse_for_item(self, example: Example, text: str) -> dict[str, Any]:
+        """Model text -> the prediction for one item, as evaluation writes it: `parse(text)`, unless the task needs
+        the item to tell a valid answer (a multiple-choice answer must name one of the item's choices)."""
+        return self.parse(text)
+
     def choices(self, example: Example) -> list[str] | None:
         """The completions the model may give, for label scoring and constrained decoding; None: free text only."""
         return None
@@ -153,13 +162,26 @@ class Task(ABC):
         raise NotImplementedError(f"task {self.name} has no file scorer")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
+def read_text(path: str | Path) -> str:
+    """The text of a data or prediction file (JSON, JSON lines, CSV); one that is not UTF-8 raises a DataError
+    naming the file and the line of its first undecodable byte."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, line_start = data.count(b"\n", 0, error.start) + 1, data.rfind(b"\n", 0, error.start) + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at byte "
+                        f"{error.start - line_start + 1} of the line); save the file as UTF-8") from error
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
+    path = Path(path)
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline=None) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -173,7 +195,31 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def rows_by_id(rows: list[dict[str, Any]], key: str = "id") -> tuple[dict[str, dict[str, Any]], int]:
+    """Prediction rows keyed by their `key` as a string (of rows repeating an id, the last), and how many rows
+    repeat an earlier row's id."""
+    by_id: dict[str, dict[str, Any]] = {}
+    num_duplicates = 0
+    for row in rows:
+        item_id = str(row.get(key))
+        num_duplicates += item_id in by_id
+        by_id[item_id] = row
+    return by_id, num_duplicates
+
+
 MAX_LISTED_FILES = 10
+
+
+def check_unique_ids(examples: list[Example], source: str | Path | None) -> None:
+    """Evaluation items each have an id of their own: outputs, predictions and scores are keyed by id, so a repeated
+    one would be generated twice and scored once."""
+    counts = Counter(example.id for example in examples)
+    repeated = [(item_id, count) for item_id, count in counts.items() if count > 1]
+    if repeated:
+        shown = ", ".join(f"{item_id!r} ({count} items)" for item_id, count in repeated[:MAX_LISTED_FILES])
+        more = f", first {MAX_LISTED_FILES} shown" if len(repeated) > MAX_LISTED_FILES else ""
+        raise DataError(f"{source}: {len(repeated)} item id(s) occur more than once ({shown}{more}); evaluation keys "
+                        "outputs and scores by id, so each item needs its own")
 
 
 def audio_file_problem(path: str) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, score_choices
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, rows_by_id
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -38,6 +38,11 @@ class MultipleChoiceTask(Task):
     def read_items(self, path: Path) -> list[dict[str, Any]]:
         return read_rows(path)
 
+    def check_fields(self, item: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
+        missing = [key for key in fields if key not in item]
+        if missing:
+            raise DataError(f"{where}: lacks {', '.join(missing)} (a {self.name} item has {', '.join(fields)})")
+
     def load_examples(self, split: str) -> list[Example]:
         path = self.data_file(split)
         if path is None:
@@ -48,9 +53,7 @@ class MultipleChoiceTask(Task):
         examples = []
         for index, item in enumerate(self.read_items(Path(path))):
             where = f"{path}, item {index} (id {item.get('id')})"
-            missing = [key for key in ("id", "question", "choices", "answer", self.audio_field) if key not in item]
-            if missing:
-                raise DataError(f"{where}: lacks {', '.join(missing)}")
+            self.check_fields(item, ("id", "question", "choices", "answer", self.audio_field), where)
             if item["answer"] not in item["choices"]:
                 raise DataError(f"{where}: answer {item['answer']!r} is not one of its choices {item['choices']}")
             reference = {key: value for key, value in item.items() if key not in HIDDEN_FIELDS}
@@ -69,8 +72,17 @@ class MultipleChoiceTask(Task):
         return build_tiny_audio_choice
 
     def parse(self, text: str) -> dict[str, Any]:
-        """The raw answer text; the choice is extracted against the item's choices in official_prediction."""
+        """The raw answer text; the choice is extracted against the item's choices in parse_for_item and
+        official_prediction."""
         return {"answer_text": answer_text(text), "valid": bool(answer_text(text))}
+
+    def parse_for_item(self, example: Example, text: str) -> dict[str, Any]:
+        """Valid only where a choice of the item can be read from the answer (as official_prediction reads it)."""
+        prediction = self.parse(text)
+        choices = json.loads(example.reference).get("choices")
+        if choices is not None:
+            prediction["valid"] = extract_choice(prediction["answer_text"], choices) is not None
+        return prediction
 
     def official_prediction(self, example: Example, prediction: dict[str, Any]) -> dict[str, Any]:
         """The extracted choice's text (so a letter-only answer is not lost), else the answer text as given."""
@@ -86,8 +98,14 @@ class MultipleChoiceTask(Task):
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         items = self.read_items(Path(gold_path))
-        answers = {str(row.get("id")): self.prediction_of(row) for row in read_rows(Path(predictions_path))}
-        return score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
+        for index, item in enumerate(items):  # another task's gold file is an error, not a KeyError
+            self.check_fields(item, ("id", "choices", "answer"), f"{gold_path}, item {index} (id {item.get('id')})")
+        rows, num_duplicates = rows_by_id(read_rows(Path(predictions_path)))
+        answers = {item_id: self.prediction_of(row) for item_id, row in rows.items()}
+        metrics = score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
+        # The official scripts score every row (a repeated one twice); this figure scores each gold item once
+        metrics["num_duplicates"] = num_duplicates
+        return metrics
 
     def prediction_of(self, row: dict[str, Any]) -> Any:
         return row.get(self.prediction_field)
@@ -95,11 +113,9 @@ class MultipleChoiceTask(Task):
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """A JSON list (as the benchmarks' scripts read) or JSON lines."""
-    from audio_recipes.tasks.base import read_jsonl
+    from audio_recipes.tasks.base import read_jsonl, read_text
 
-    text = path.read_text(encoding="utf-8") if path.is_file() else None
-    if text is None:
-        raise DataError(f"file not found: {path}")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)

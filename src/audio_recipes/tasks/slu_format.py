@@ -6,13 +6,19 @@ import json
 import re
 from typing import Any
 
+from audio_recipes.output_tags import remove_tagged
+
 SLU_INSTRUCTION = (
     "Identify the scenario, the action and the entities of {subject}. Answer with JSON only, in the form "
     '{{"scenario": "...", "action": "...", "entities": [{{"<entity type>": "<words>"}}]}}.'
 )
 
 _ANNOTATION_SPAN = re.compile(r"\[\s*([^\[\]:]+?)\s*:\s*([^\[\]]*?)\s*\]")
-_THINKING = re.compile(r"<think>.*?</think>", flags=re.DOTALL)
+# Where an object may begin: `{`, then JSON whitespace, then a key or `}` (anything else fails at once)
+_OBJECT_START = re.compile(r'\{[ \t\n\r]*["}]')
+# Starts tried before an output counts as holding no object: each failed try costs up to the text's length (the
+# decoder's error message counts the lines before it), so trying every `{` is quadratic on a degenerate output
+MAX_OBJECT_STARTS = 64
 
 
 # The SLU tasks' input modes: audio, audio with its transcript in the prompt, transcript alone
@@ -73,11 +79,14 @@ def empty_prediction() -> dict[str, Any]:
 
 
 def _first_json_object(text: str) -> Any:
+    """The first JSON object of `text`, found in at most MAX_OBJECT_STARTS tries; None where there is none."""
     decoder = json.JSONDecoder()
-    for start in (match.start() for match in re.finditer(r"\{", text)):
+    for tries, match in enumerate(_OBJECT_START.finditer(text), start=1):
+        if tries > MAX_OBJECT_STARTS:
+            return None
         try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+            value, _ = decoder.raw_decode(text, match.start())
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: an object nested too deep
             continue
         if isinstance(value, dict):
             return value
@@ -104,7 +113,7 @@ def parse_slu_output(text: str) -> dict[str, Any]:
     Output that holds no JSON object with string `scenario` and `action` is an empty prediction with
     `valid: False`; malformed entities are dropped and counted in `num_malformed_entities`.
     """
-    answer = _first_json_object(_THINKING.sub("", text or ""))
+    answer = _first_json_object(remove_tagged(text or "", "think", ignore_case=False))
     if answer is None or not isinstance(answer.get("scenario"), str) or not isinstance(answer.get("action"), str):
         return empty_prediction()
     raw_entities = answer.get("entities", [])

@@ -41,6 +41,18 @@ def validate_row(row: dict[str, Any], where: str) -> None:
             raise DataError(f"{where}: entity {entity} has no type or a span outside the sentence's tokens")
 
 
+def check_prediction_keys(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Every prediction row keyed the same way: rows keyed by `file` make the scorer ignore rows keyed by
+    `slurp_id` alone, scoring their items as missing."""
+    by_file = [row for row in rows if "file" in row]
+    by_sentence = [row for row in rows if "file" not in row and "slurp_id" in row]
+    if by_file and by_sentence:
+        raise DataError(f"{path}: prediction rows mix keys: {len(by_file)} keyed by 'file' (first: "
+                        f"{by_file[0]['file']!r}), {len(by_sentence)} by 'slurp_id' alone (first: "
+                        f"{by_sentence[0]['slurp_id']!r}); key every row by 'file' (one row per recording) or every "
+                        "row by 'slurp_id' (one per sentence)")
+
+
 def best_recording(recordings: list[dict[str, Any]]) -> dict[str, Any]:
     """The recording with the lowest WER (the first of equals), as SLURP's own baselines pick."""
     return min(recordings, key=lambda recording: recording.get("wer", 0.0))
@@ -104,7 +116,12 @@ class SlurpTask(Task):
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         from audio_recipes.metrics.slu import score_slurp
 
-        return score_slurp(read_jsonl(gold_path), read_jsonl(predictions_path), skip_missing=skip_missing)
+        gold_rows = read_jsonl(gold_path)
+        for line_number, row in enumerate(gold_rows, start=1):
+            validate_row(row, f"{gold_path}, line {line_number} (slurp_id {row.get('slurp_id')})")
+        predictions = read_jsonl(predictions_path)
+        check_prediction_keys(predictions, predictions_path)
+        return score_slurp(gold_rows, predictions, skip_missing=skip_missing)
 
     def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_slurp

@@ -6,6 +6,7 @@ clip, a `split` column); train_file / eval_file / test_file may all name the sam
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from audio_recipes.metrics.classification import (
 )
 from audio_recipes.prepare.speech_detection import LABELS
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_text
 
 # Letters are single tokens with distinct ids in Qwen's vocabulary (and the tiny one); the words are not
 ANSWER_LETTERS = {"SPEECH": "A", "NONSPEECH": "B"}
@@ -57,12 +58,28 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(io.StringIO(read_text(path)))
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataError(f"{path}: not a readable CSV or parquet table ({error})") from error
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise DataError(f"{path}: lacks column(s) {', '.join(missing)} (expected at least {', '.join(REQUIRED_COLUMNS)})")
+    return table
+
+
+def read_predictions_table(path: str | Path) -> pd.DataFrame:
+    """A predictions.parquet as evaluation writes it; another file is a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"predictions file not found: {path}")
+    try:
+        table = pd.read_parquet(path)
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path}: not a readable parquet table ({error})") from error
+    missing = [column for column in PREDICTION_COLUMNS if column not in table.columns]
+    if missing:
+        raise DataError(f"{path}: lacks column(s) {', '.join(missing)} (a speech_detection prediction "
+                        f"file has {', '.join(PREDICTION_COLUMNS)})")
     return table
 
 
@@ -127,7 +144,7 @@ class SpeechDetectionTask(Task):
         return metrics
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        predictions = pd.read_parquet(predictions_path)
+        predictions = read_predictions_table(predictions_path)
         gold = read_table(gold_path)
         gold = gold[gold["segment_id"].isin(predictions["segment_id"])] if skip_missing else gold
         by_id = {row["segment_id"]: row for row in predictions.to_dict("records")}

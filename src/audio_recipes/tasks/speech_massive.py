@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
+from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl, rows_by_id
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     entities_from_annotation,
@@ -28,6 +28,13 @@ def split_intent(intent: str) -> tuple[str, str]:
     """MASSIVE's `intent_str` is scenario_action, the scenario being the part before the first '_'."""
     scenario, _, action = intent.partition("_")
     return scenario, action
+
+
+def check_row(row: dict[str, Any], where: str) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in row]
+    if missing:
+        raise DataError(f"{where}: Speech-MASSIVE row lacks {', '.join(missing)} (expected keys: "
+                        f"{', '.join(REQUIRED_KEYS)})")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -87,9 +94,7 @@ class SpeechMassiveTask(Task):
         examples = []
         for index, row in enumerate(rows):
             where = f"{source}, row {index} (id {row.get('id')})"
-            missing = [key for key in REQUIRED_KEYS if key not in row]
-            if missing:
-                raise DataError(f"{where}: Speech-MASSIVE row lacks {', '.join(missing)}")
+            check_row(row, where)
             if self.args.locale and row["locale"] != self.args.locale:
                 continue
             scenario, action = split_intent(row["intent_str"])
@@ -125,12 +130,13 @@ class SpeechMassiveTask(Task):
         from audio_recipes.metrics.slu import score_slu
 
         gold = {}
-        for row in read_rows(Path(gold_path)):
+        for index, row in enumerate(read_rows(Path(gold_path))):
+            check_row(row, f"{gold_path}, row {index} (id {row.get('id')})")
             scenario, action = split_intent(row["intent_str"])
             gold[str(row["id"])] = {"scenario": scenario, "action": action,
                                     "entities": entities_from_annotation(row["annot_utt"])}
-        predictions = {str(row.get("id")): row for row in read_jsonl(predictions_path)}
-        return score_slu(gold, predictions, skip_missing=skip_missing)
+        predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
+        return {**score_slu(gold, predictions, skip_missing=skip_missing), "num_duplicates": num_duplicates}
 
     def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_speech_massive

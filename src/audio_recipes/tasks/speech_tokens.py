@@ -14,7 +14,7 @@ from typing import Any
 
 from audio_recipes.speech_vocabulary import SpeechVocabulary, parse_speech_answer
 from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, read_jsonl
+from audio_recipes.tasks.base import DataError, Example, Task, read_jsonl, rows_by_id
 
 
 def chat_row_fields(row: dict[str, Any]) -> dict[str, Any]:
@@ -102,9 +102,12 @@ class SpeechTokensTask(Task):
                 fields = chat_row_fields(row)
             except ValueError as error:
                 raise DataError(f"{gold_path}, line {line_number}: {error}") from error
+            if "id" not in row:
+                raise DataError(f"{gold_path}, line {line_number}: no 'id'")
             references[str(row["id"])] = {"text": fields["text"], "speech_tokens": fields["speech_tokens"]}
-        predictions = {str(row.get("id")): row for row in read_jsonl(predictions_path)}
-        return score_speech_answers(references, predictions, skip_missing=skip_missing)
+        predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
+        return {**score_speech_answers(references, predictions, skip_missing=skip_missing),
+                "num_duplicates": num_duplicates}
 
     def tiny_data_builder(self):
         from audio_recipes.tiny_data import build_tiny_speech_tokens
