@@ -201,7 +201,8 @@ class RestLoop:
         if examples:
             metrics["train_loss"] = run.trainer.train().training_loss
         save_trained(run.trainer, run.trainer.processing_class, metrics, model_args, self.task_args, training_args,
-                     run.resolved, self.recipe_path, push_repo=None)
+                     run.resolved, self.recipe_path, push_repo=None,
+                     evaluation_recipe=self.reward_args.evaluation_recipe)
         (folder / f"adapter{DONE}").touch()
 
     def evaluate(self, folder: Path) -> dict[str, Any]:
