@@ -13,16 +13,15 @@ import sys
 from pathlib import Path
 
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import EvalArguments, ModelArguments, SFTConfig, TaskArguments, parse_recipe
+from audio_recipes.configs import evaluation_argument_types, parse_recipe
 from audio_recipes.evaluation import default_evaluation_dir, run_evaluation
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = sys.argv[1:]
-    model_args, task_args, training_args, eval_args = parse_recipe(
-        (ModelArguments, TaskArguments, SFTConfig, EvalArguments), argv, description=__doc__
-    )
+    model_args, task_args, training_args, eval_args = parse_recipe(evaluation_argument_types(), argv,
+                                                                   description=__doc__)
     explicit_output = any(arg == "--output_dir" or arg.startswith("--output_dir=") for arg in argv)
     output_dir = Path(training_args.output_dir)
     if not explicit_output:

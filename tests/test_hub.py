@@ -206,6 +206,7 @@ def card_fields(**overrides) -> dict:
         repo_id="user/qwen2-audio-slurp", base_model="Qwen/Qwen2-Audio-7B-Instruct", recipe_path="recipes/slurp.yaml",
         task="slurp", data_files={"train": "data/slurp/train.jsonl", "eval": "data/slurp/devel.jsonl", "test": None},
         metrics={"train_loss": 1.23456789, "slu_f1": 0.5, "num_gold": 10}, is_adapter=True,
+        evaluation_recipe="recipes/slurp.yaml",
         recipe={"model_name_or_path": "Qwen/Qwen2-Audio-7B-Instruct", "lora_r": 16, "hub_token": "hf_SECRET_A",
                 "token": "hf_SECRET_B", "push_to_hub_token": "hf_SECRET_C", "hub_model_id": "user/x"},
     )
@@ -227,6 +228,74 @@ def test_model_card_names_base_model_recipe_data_and_metrics_and_no_token(tmp_pa
 
     full = write_model_card(tmp_path, **card_fields(is_adapter=False, metrics={})).read_text()
     assert "library_name: transformers" in full and "Not evaluated yet" in full
+
+
+def test_card_use_command_names_the_hub_id_once_pushed_and_an_evaluation_recipe(tmp_path):
+    from audio_recipes.hub import point_card_at_hub
+
+    fields = card_fields(repo_id="slurp", use_model="outputs/slurp")
+    card = write_model_card(tmp_path, **fields).read_text()
+    assert "python scripts/evaluate.py recipes/slurp.yaml --model_name_or_path outputs/slurp" in card
+    point_card_at_hub(tmp_path, "user/qwen2-audio-slurp")
+    card = (tmp_path / "README.md").read_text()
+    assert "# user/qwen2-audio-slurp" in card
+    assert "python scripts/evaluate.py recipes/slurp.yaml --model_name_or_path user/qwen2-audio-slurp" in card
+    fields_file = tmp_path / "card_fields.json"  # a card written before evaluation_recipe was a field: an SFT one
+    fields_file.write_text(json.dumps({k: v for k, v in json.loads(fields_file.read_text()).items()
+                                       if k not in ("evaluation_recipe", "use_model")}))
+    point_card_at_hub(tmp_path, "user/other")
+    assert "evaluate.py recipes/slurp.yaml --model_name_or_path user/other" in (tmp_path / "README.md").read_text()
+    # A training recipe evaluate.py does not take, and no evaluation recipe named: the card says so
+    fields = card_fields(recipe_path="recipes/mmar_grpo.yaml", task="mmar", evaluation_recipe=None)
+    card = write_model_card(tmp_path, **fields).read_text()
+    assert "has training options that `scripts/evaluate.py` does not take" in card
+    assert "python scripts/evaluate.py RECIPE.yaml --model_name_or_path user/qwen2-audio-slurp" in card
+
+
+def use_command(model_dir: Path) -> list[str]:
+    """The command of the model card's Use section, with `python` as this interpreter."""
+    import shlex
+
+    card = (model_dir / "README.md").read_text()
+    block = card.split("## Use", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    (command,) = block.strip().splitlines()
+    words = shlex.split(command)
+    assert words[0] == "python"
+    return [sys.executable, *words[1:]]
+
+
+@pytest.mark.parametrize("script, recipe", [("sft.py", "recipes/tiny/mmar.yaml"),
+                                            ("grpo.py", "recipes/tiny/mmar_grpo.yaml")])
+def test_the_model_card_use_command_runs_as_written(script, recipe, tmp_path):
+    """Trained for a step by the tiny recipe, the output's card names the model by its full path and a recipe that
+    evaluate.py takes (the GRPO recipe's own options are not evaluate.py's); run from the repository root, as the
+    card's `python scripts/...` is, the command evaluates the model."""
+    import shutil
+
+    from audio_recipes.evaluation import default_evaluation_dir
+
+    ensure_tiny_model("qwen2-audio")
+    output = tmp_path / "trained"
+    subprocess.run([sys.executable, f"scripts/{script}", recipe, "--max_steps", "1", "--output_dir", str(output),
+                    "--model_name_or_path", "tiny-models/qwen2-audio"], cwd=PROJECT_ROOT, check=True,
+                   capture_output=True, text=True, timeout=600)
+    command = use_command(output)
+    assert str(output) in command and "recipes/tiny/mmar.yaml" in command
+    evaluation_root = PROJECT_ROOT / "outputs" / "tiny" / "mmar"
+    existed = evaluation_root.exists()
+    evaluation_dir = default_evaluation_dir(evaluation_root, str(output), "test")
+    try:
+        result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads(result.stdout.strip().splitlines()[-1])
+        assert metrics["num_scored"] == metrics["num_gold"] > 0 and metrics["model"] == str(output)
+        assert "test split" in (output / "README.md").read_text()  # the evaluation went into the card
+    finally:  # the command wrote under the recipe's output_dir: leave the repository as it was
+        shutil.rmtree(evaluation_dir.parent, ignore_errors=True)
+        if not existed:
+            shutil.rmtree(evaluation_root, ignore_errors=True)
+        elif evaluation_dir.parent.parent.is_dir() and not any(evaluation_dir.parent.parent.iterdir()):
+            evaluation_dir.parent.parent.rmdir()
 
 
 # ---------------------------------------------------------------- save and load back by path
@@ -298,7 +367,8 @@ def test_evaluation_metrics_are_added_to_the_card(tmp_path):
 
     write_model_card(tmp_path, repo_id="user/x", base_model="Qwen/Qwen2-Audio-7B-Instruct",
                      recipe_path="recipes/slurp.yaml", task="slurp", data_files={"train": "data/slurp/train.jsonl"},
-                     metrics={"train_loss": 0.5}, is_adapter=True, recipe={"learning_rate": 1e-5})
+                     metrics={"train_loss": 0.5}, is_adapter=True, recipe={"learning_rate": 1e-5},
+                     evaluation_recipe="recipes/slurp.yaml")
     assert "Not evaluated yet" in (tmp_path / "README.md").read_text()
     add_evaluation_to_card(tmp_path, "test", {"slu_f1": 0.8125, "num_gold": 10, "model": "ignored text"})
     card = (tmp_path / "README.md").read_text()

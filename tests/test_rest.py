@@ -77,3 +77,50 @@ def test_loop_keeps_correct_samples_trains_and_resumes_by_phase(warm_model, tmp_
     ids = [json.loads(line)["id"] for line in (second / "samples.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 2 * questions  # no sample lost or repeated
     assert len(resumed) == 2 and (second / "adapter.done").exists()
+
+
+class Interrupted(Exception):
+    """Stands in for a kill in the middle of the generate phase."""
+
+
+def sampled(folder: Path) -> dict[str, str]:
+    return {row["id"]: row["raw_output"] for row in map(json.loads, (folder / "samples.jsonl").read_text().splitlines())}
+
+
+def test_resumed_generate_phase_draws_the_samples_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Each sample is drawn from its own seed (seed, iteration, sample id): a generate phase killed after two batches
+    and rerun, in batches of another size, writes what an uninterrupted run wrote."""
+    import audio_recipes.generation as generation
+
+    model = ensure_tiny_model("qwen2-audio")
+
+    def generate(output_dir: Path, batch_size: int) -> Path:
+        parsed = parse_recipe(TYPES, [str(ROOT / "recipes/tiny/mmar_rest.yaml"), "--model_name_or_path", str(model),
+                                      "--samples_per_question", "4", "--per_device_eval_batch_size", str(batch_size),
+                                      "--output_dir", str(output_dir)])
+        rest = RestLoop(*parsed, recipe_path="recipes/tiny/mmar_rest.yaml")
+        rest.train_examples = rest.train_examples[:4]  # 16 samples
+        folder = rest.iteration_dir(0)
+        folder.mkdir(parents=True, exist_ok=True)
+        rest.generate(0, folder)
+        return folder
+
+    expected = sampled(generate(tmp_path / "uninterrupted", 4))
+    assert len(expected) == 16 and len(set(expected.values())) > 1  # sampled, not one greedy answer
+
+    decode_batch, calls = generation.decode_batch, []
+
+    def killed_at_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+        return decode_batch(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "decode_batch", killed_at_the_third_batch)
+    with pytest.raises(Interrupted):
+        generate(tmp_path / "resumed", 4)
+    monkeypatch.setattr(generation, "decode_batch", decode_batch)
+    folder = tmp_path / "resumed" / "iteration-0"
+    assert len(sampled(folder)) == 8 and not (folder / "samples.done").exists()
+    generate(tmp_path / "resumed", 3)  # the rerun batches the 8 left 3 at a time
+    assert sampled(folder) == expected

@@ -472,6 +472,12 @@ def _check_values(values: dict[str, Any], where_of) -> None:
                 kind = "an integer" if isinstance(item, int) else "a number"
                 raise RecipeError(f"invalid value for {key} {where_of(key)}: expected {kind} {bound}, got "
                                   f"{_show(item)}")
+    evaluation_recipe = values.get("evaluation_recipe")
+    if evaluation_recipe:
+        lacking = options_evaluate_lacks(evaluation_recipe)  # a missing file is a RecipeError naming it
+        if lacking:
+            raise RecipeError(f"evaluation_recipe {evaluation_recipe} {where_of('evaluation_recipe')} has options "
+                              f"scripts/evaluate.py does not take ({', '.join(lacking)}): name an evaluation recipe")
     fraction = values.get("text_only_fraction")
     if fraction and "input_mode" in values:
         from audio_recipes.tasks import TASK_REGISTRY
@@ -574,3 +580,19 @@ class RewardArguments:
         default_factory=lambda: ["choice_accuracy", "answer_format"],
         metadata={"help": "Reward functions by name (audio_recipes.rewards.REWARD_FUNCS_REGISTRY)."},
     )
+    evaluation_recipe: str | None = field(
+        default=None,
+        metadata={"help": "The recipe scripts/evaluate.py evaluates the trained model with, named in its model card's "
+                  "Use command (this recipe's training options are not evaluate.py's)."},
+    )
+
+
+def evaluation_argument_types() -> tuple[type, ...]:
+    """The dataclasses scripts/evaluate.py parses a recipe into."""
+    return ModelArguments, TaskArguments, SFTConfig, EvalArguments
+
+
+def options_evaluate_lacks(recipe_path: str | Path) -> list[str]:
+    """The options of a recipe that scripts/evaluate.py does not take (a GRPO recipe's reward_funcs, ...)."""
+    known = {f.name for cls in evaluation_argument_types() for f in dataclasses.fields(cls) if f.init}
+    return sorted(set(load_recipe(recipe_path)) - known)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from audio_recipes.collators import AudioChatCollator
 from audio_recipes.tasks.base import Example, Task
@@ -93,9 +95,57 @@ def last_position_logits(model) -> Iterator[None]:
         handle.remove()
 
 
+def item_seed(*parts: Any) -> int:
+    """A seed from its parts (e.g. run seed, iteration, item id): the same in every run and on every machine."""
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # torch seeds are below 2**63
+
+
+class SeededRowSampler(LogitsProcessor):
+    """A logits processor that samples each row's next token from that row's own generator, then leaves only that
+    token allowed (generate runs greedy after it). An item's samples depend on its seed alone, not on the batch it
+    falls in nor on the items generated before it: a resumed run draws what an uninterrupted one drew.
+
+    Temperature and top-p are applied here; the model's other processors (repetition penalty, suppressed tokens)
+    run before it.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_p: float = 1.0):
+        if temperature <= 0:
+            raise ValueError(f"sampling temperature must be > 0, got {temperature}")
+        self.seeds, self.temperature, self.top_p = list(seeds), temperature, top_p
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if len(self.seeds) != scores.shape[0]:
+            raise ValueError(f"{len(self.seeds)} seeds for a batch of {scores.shape[0]} rows")
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds]
+        warped = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            warped = TopPLogitsWarper(self.top_p)(input_ids, warped)
+        probabilities = torch.softmax(warped, dim=-1)
+        chosen = torch.cat([torch.multinomial(row, 1, generator=generator)
+                            for row, generator in zip(probabilities, self.generators, strict=True)])
+        only_chosen = torch.full_like(scores, float("-inf"))
+        return only_chosen.scatter_(1, chosen[:, None], 0.0)
+
+
+def seeded_sampling_kwargs(generation_kwargs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """generate() arguments that sample with the kwargs' temperature and top_p, each row from its own seed."""
+    sampler = SeededRowSampler(seeds, generation_kwargs.get("temperature") or 1.0,
+                               generation_kwargs.get("top_p") or 1.0)
+    return {**generation_kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+            "logits_processor": LogitsProcessorList([sampler])}
+
+
 @torch.no_grad()
-def generate_batch(model, collator: AudioChatCollator, examples: list[Example], **generation_kwargs) -> list[str]:
-    """Decoded new text of each example's answer, special tokens removed."""
+def generate_batch(model, collator: AudioChatCollator, examples: list[Example], seeds: Sequence[int] | None = None,
+                   **generation_kwargs) -> list[str]:
+    """Decoded new text of each example's answer, special tokens removed. With `seeds` (one per example), sampled
+    with each example's own seed (SeededRowSampler)."""
+    if seeds is not None:
+        generation_kwargs = seeded_sampling_kwargs(generation_kwargs, seeds)
     inputs = model_inputs(model, collator, examples)
     with last_position_logits(model):
         output = model.generate(**inputs, **generation_kwargs)
@@ -189,10 +239,13 @@ def constrained_generate_batch(model, collator: AudioChatCollator, examples: lis
 
 
 def decode_batch(model, collator: AudioChatCollator, task: Task, examples: list[Example], decoding: str,
-                 generation_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+                 generation_kwargs: dict[str, Any], seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Each item's output under a decoding mode: `raw_output`, and for label decodings `confidence`."""
     if decoding == "generate":
-        return [{"raw_output": text} for text in generate_batch(model, collator, examples, **generation_kwargs)]
+        texts = generate_batch(model, collator, examples, seeds, **generation_kwargs)
+        return [{"raw_output": text} for text in texts]
+    if seeds is not None:
+        raise ValueError(f"seeded sampling is a way to generate; decoding {decoding!r} samples nothing")
     choices = [task.choices(example) for example in examples]
     if any(labels is None for labels in choices):
         raise ValueError(f"decoding {decoding!r} needs labels to choose from, and task {task.name} has none: "
@@ -218,18 +271,21 @@ def start_output(output_path: Path, resume: bool) -> dict[str, dict[str, Any]]:
 def run_generation(
     model, collator: AudioChatCollator, task: Task, examples: Sequence[Example], output_path: Path,
     *, batch_size: int, resume: bool, generation_kwargs: dict[str, Any], log_every: int = 10,
-    decoding: str = "generate",
+    decoding: str = "generate", sample_seed: Callable[[Example], int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Decode each example not yet in output_path, appending one JSON line per item as it comes.
 
     `latency_ms` is the batch's wall time over its size (with batch size 1, each item's own latency).
+    `sample_seed`: sample (temperature and top_p from generation_kwargs) each example from its own seed, so that a
+    resumed run writes the samples an uninterrupted one would have.
     """
     finished = start_output(output_path, resume)
     todo = [example for example in examples if example.id not in finished]
     with output_path.open("a", encoding="utf-8") as handle:
         for number, batch in enumerate(batches(todo, batch_size), start=1):
             started = time.perf_counter()
-            outputs = decode_batch(model, collator, task, batch, decoding, generation_kwargs)
+            seeds = [sample_seed(example) for example in batch] if sample_seed is not None else None
+            outputs = decode_batch(model, collator, task, batch, decoding, generation_kwargs, seeds)
             latency_ms = 1000 * (time.perf_counter() - started) / len(batch)
             for example, output in zip(batch, outputs, strict=True):
                 row = {"id": example.id, **output, "prediction": task.parse_for_item(example, output["raw_output"]),

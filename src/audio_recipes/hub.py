@@ -149,12 +149,26 @@ def _metric_table(metrics: dict[str, Any]) -> list[str]:
                    for name, value in sorted(metrics.items())]
 
 
+def path_from_project_root(path: str | Path) -> str:
+    """A local path as a command run from the repository root names it: relative inside the repository, else
+    absolute (the card's commands start with `python scripts/...`)."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(resolved)
+
+
 def model_card(
     *, repo_id: str, base_model: str, recipe_path: str, task: str, data_files: dict[str, str | None],
-    metrics: dict[str, float], is_adapter: bool, recipe: dict[str, Any],
-    evaluation: dict[str, dict[str, Any]] | None = None,
+    metrics: dict[str, float], is_adapter: bool, recipe: dict[str, Any], evaluation_recipe: str | None,
+    evaluation: dict[str, dict[str, Any]] | None = None, use_model: str | None = None,
 ) -> str:
-    """A model card naming the base model, the recipe, the data, the training and the evaluation metrics."""
+    """A model card naming the base model, the recipe, the data, the training and the evaluation metrics.
+
+    Its Use command loads `use_model` (the Hub id once pushed, else the folder's path; `repo_id` in cards written
+    before it existed) with `evaluation_recipe`, a recipe scripts/evaluate.py takes; None: there is none to name.
+    """
     metadata = ["---", f"base_model: {base_model}", "library_name: peft" if is_adapter else "library_name: transformers",
                 "tags:", "- audio-recipes", f"- {task}", "- trl", "---", ""]
     lines = [
@@ -171,8 +185,12 @@ def model_card(
         lines += [f"`{task}`, {split} split (`scripts/evaluate.py`):", "", *_metric_table(split_metrics), ""]
     if not evaluation:
         lines.append("Not evaluated yet: `make eval TASK=... MODEL=...` adds the task's metrics here.")
-    lines += ["", "## Use", "", "```bash",
-              f"python scripts/evaluate.py {recipe_path} --model_name_or_path {repo_id}", "```", ""]
+    lines += ["", "## Use", ""]
+    if evaluation_recipe is None:
+        lines += [f"`{recipe_path}` has training options that `scripts/evaluate.py` does not take: evaluate with a "
+                  f"`{task}` evaluation recipe (or set `evaluation_recipe` in the training recipe):", ""]
+    lines += ["```bash", f"python scripts/evaluate.py {evaluation_recipe or 'RECIPE.yaml'} "
+              f"--model_name_or_path {use_model or repo_id}", "```", ""]
     return "\n".join(metadata + lines)
 
 
@@ -191,14 +209,30 @@ def write_model_card(output_dir: str | Path, **card_fields: Any) -> Path:
 
 def add_evaluation_to_card(model_dir: str | Path, split: str, metrics: dict[str, Any]) -> Path | None:
     """Put an evaluation's metrics into a local model's card; no-op for models this project did not train."""
-    fields_path = Path(model_dir) / CARD_FIELDS
-    if not fields_path.is_file():
+    fields = _read_card_fields(model_dir)
+    if fields is None:
         return None
-    fields = json.loads(fields_path.read_text())
     fields.setdefault("evaluation", {})[split] = {
         key: value for key, value in metrics.items() if isinstance(value, int | float)
     }
     return write_model_card(model_dir, **fields)
+
+
+def point_card_at_hub(model_dir: str | Path, repo_id: str) -> Path | None:
+    """Rewrite a local model's card for its Hub repository: its title and Use command name the Hub id."""
+    fields = _read_card_fields(model_dir)
+    if fields is None:
+        return None
+    return write_model_card(model_dir, **{**fields, "repo_id": repo_id, "use_model": repo_id})
+
+
+def _read_card_fields(model_dir: str | Path) -> dict[str, Any] | None:
+    fields_path = Path(model_dir) / CARD_FIELDS
+    if not fields_path.is_file():
+        return None
+    fields = json.loads(fields_path.read_text())
+    fields.setdefault("evaluation_recipe", fields["recipe_path"])  # cards written before it was a field: SFT ones
+    return fields
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -222,6 +256,7 @@ def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = Non
 
     api = HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
+    point_card_at_hub(output_dir, repo_id)
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(output_dir),
         ignore_patterns=PUSH_IGNORE_PATTERNS,

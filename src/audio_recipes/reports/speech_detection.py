@@ -66,32 +66,79 @@ def psychometric(systems: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(points), fits
 
 
-def plot_psychometric(points: pd.DataFrame, fits: dict, path: Path) -> None:
+# Per SNR: a marker, a line style and a small sideways offset (a factor on log duration), so that points of
+# different SNRs at the same duration do not hide each other and curves that coincide stay visible
+SNR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+SNR_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1, 1, 1)))
+SNR_OFFSET = 0.035
+REFERENCE_LINES = {f"{TARGET * 100:g} % (threshold)": (TARGET, (0, (1, 3))), "50 % (chance)": (0.5, (0, (6, 4)))}
+
+
+def psychometric_figure(points: pd.DataFrame, fits: dict):
+    """One panel per system: observed accuracy per (SNR, duration) and the fitted curves; a matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     from audio_recipes.metrics.classification import LogisticFit
 
     names = list(fits)
-    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), sharey=True, squeeze=False)
-    grid = np.geomspace(points["duration_ms"].min(), points["duration_ms"].max(), 100)
+    snrs = list(fits[names[0]])
+    durations = sorted(points["duration_ms"].unique())
+    figure, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names) + 1.4, 4.0), sharey=True, squeeze=False)
+    low, high = durations[0] / 1.15, durations[-1] * 1.15
+    grid = np.geomspace(low, high, 200)
+    # viridis up to 0.85: its last tenth (yellow) hardly shows on white
+    colors = {snr: plt.cm.viridis(0.85 * index / max(1, len(snrs) - 1)) for index, snr in enumerate(snrs)}
+    style = {snr: (SNR_MARKERS[i % len(SNR_MARKERS)], SNR_LINESTYLES[i % len(SNR_LINESTYLES)])
+             for i, snr in enumerate(snrs)}
     for axis, name in zip(axes[0], names, strict=True):
-        for index, (snr, fit) in enumerate(fits[name].items()):
-            color = plt.cm.viridis(index / max(1, len(fits[name]) - 1))
+        unfitted = []
+        for index, snr in enumerate(snrs):
+            marker, linestyle = style[snr]
+            offset = np.exp(SNR_OFFSET * (index - (len(snrs) - 1) / 2))
             cells = points[(points["system"] == name) & (points["snr_db"] == float(snr))]
-            axis.plot(cells["duration_ms"], cells["accuracy"], "o", color=color, label=f"{snr} dB")
-            axis.plot(grid, LogisticFit(**fit).predict(grid), "-", color=color)
-        axis.axhline(TARGET, color="grey", linestyle=":", linewidth=1)
-        axis.axhline(0.5, color="grey", linestyle="--", linewidth=0.5)
+            axis.plot(cells["duration_ms"] * offset, cells["accuracy"], linestyle="none", marker=marker,
+                      color=colors[snr], markersize=6, markeredgecolor="white", markeredgewidth=0.6, zorder=3,
+                      gid=f"observed {snr} dB")
+            fitted = LogisticFit(**fits[name][snr]).predict(grid)
+            if np.isnan(fitted).all():
+                unfitted.append(f"{snr} dB")
+            else:
+                axis.plot(grid, fitted, linestyle=linestyle, color=colors[snr], linewidth=1.4, zorder=2,
+                          gid=f"fit {snr} dB")
+        for level, linestyle in REFERENCE_LINES.values():
+            axis.axhline(level, color="grey", linestyle=linestyle, linewidth=0.9, zorder=1)
         axis.set_xscale("log")
-        axis.set_title(name)
+        # Plain ms at the tested durations, not the log axis's 2x10^2
+        axis.xaxis.set_major_locator(FixedLocator(durations))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xlim(low, high)
+        # A curve left out says so: all right, all wrong or separable (psychometric_fits.json says which)
+        axis.set_title(name + (f"\nno fitted curve: {', '.join(unfitted)}" if unfitted else ""),
+                       fontsize="medium")
         axis.set_xlabel("duration (ms)")
         axis.set_ylim(-0.02, 1.02)
+        axis.grid(axis="y", color="0.92", linewidth=0.6, zorder=0)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(title="SNR", fontsize="small")
-    figure.tight_layout()
+    handles = [Line2D([], [], color=colors[snr], marker=style[snr][0], linestyle=style[snr][1],
+                      markeredgecolor="white", label=f"{snr} dB") for snr in snrs]
+    handles += [Line2D([], [], color="grey", linestyle=linestyle, linewidth=0.9, label=label)
+                for label, (_, linestyle) in REFERENCE_LINES.items()]
+    figure.legend(handles=handles, title="SNR\n(points: observed,\nlines: logistic fit)", loc="center right",
+                  fontsize="small", title_fontsize="small", frameon=False)
+    figure.tight_layout(rect=(0, 0, 1 - 1.4 / figure.get_figwidth(), 1))
+    return figure
+
+
+def plot_psychometric(points: pd.DataFrame, fits: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = psychometric_figure(points, fits)
     tmp = path.with_name(path.name + ".tmp.png")
     figure.savefig(tmp, dpi=120)
     plt.close(figure)

@@ -156,5 +156,5 @@ def run_grpo(model_args, task_args, reward_args, training_args, recipe_path: str
     metrics = {"train_loss": result.training_loss, "reward_first": rewards[0] if rewards else 0.0,
                "reward_last": rewards[-1] if rewards else 0.0}
     save_trained(trainer, processor, metrics, model_args, task_args, training_args, resolved, recipe_path,
-                 push_repo)
+                 push_repo, evaluation_recipe=reward_args.evaluation_recipe)
     return metrics

@@ -4,7 +4,8 @@ registry scores correct, fine-tune with LoRA on them, repeat with a lower learni
 Each phase writes its output under `output_dir/iteration-N/` and marks itself done, so an interrupted
 loop resumes at the phase where it stopped (generation within a phase resumes item by item):
 
-    samples.jsonl   K sampled answers per training question (appended as they come)
+    samples.jsonl   K sampled answers per training question (appended as they come), each drawn from its own
+                    seed (seed, iteration, sample id): a resumed phase draws what an uninterrupted one would
     kept.jsonl      the samples kept, with their rewards; filter.json the kept fraction
     adapter/        the LoRA adapter after this iteration's fine-tuning
     heldout/        greedy answers on held-out questions and metrics.json
@@ -16,17 +17,23 @@ import copy
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from trl import SFTConfig
 
 from audio_recipes.collators import AudioChatCollator
 from audio_recipes.configs import EvalArguments, ModelArguments, RewardArguments, TaskArguments
 from audio_recipes.evaluation import generation_kwargs
-from audio_recipes.generation import read_finished, run_generation, write_json_atomic, write_jsonl_atomic
+from audio_recipes.generation import (
+    item_seed,
+    read_finished,
+    run_generation,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.rewards import get_reward_funcs
 from audio_recipes.tasks import Example, Task, get_task
@@ -134,7 +141,8 @@ class RestLoop:
             write_json_atomic(self.output_dir / "rest_summary.json", summary)
         return summary
 
-    def _generate(self, model_path: str, examples: list[Example], output: Path, **sampling) -> dict[str, dict]:
+    def _generate(self, model_path: str, examples: list[Example], output: Path,
+                  sample_seed: Callable[[Example], int] | None = None, **sampling) -> dict[str, dict]:
         model_args = copy.copy(self.model_args)
         model_args.model_name_or_path = model_path
         model, processor, _ = load_model_and_processor(
@@ -145,16 +153,18 @@ class RestLoop:
                                      audio_options=audio_options(self.task_args))
         kwargs = {**generation_kwargs(self.eval_args, collator.tokenizer), **sampling}
         return run_generation(model, collator, self.task, examples, output, resume=True, generation_kwargs=kwargs,
-                              batch_size=self.training_args.per_device_eval_batch_size)
+                              batch_size=self.training_args.per_device_eval_batch_size, sample_seed=sample_seed)
 
     def generate(self, iteration: int, folder: Path) -> None:
         if (folder / f"samples{DONE}").exists():
             return
-        torch.manual_seed(self.training_args.seed + iteration)
-        sampling = {"do_sample": True, "temperature": self.rest_args.sample_temperature,
-                    "top_p": self.rest_args.sample_top_p}
+        sampling = {"temperature": self.rest_args.sample_temperature, "top_p": self.rest_args.sample_top_p}
         samples = sample_examples(self.train_examples, self.rest_args.samples_per_question)
-        self._generate(self.model_path(iteration), samples, folder / "samples.jsonl", **sampling)
+
+        def sample_seed(sample: Example) -> int:  # per sample: a resumed phase redraws exactly what was lost
+            return item_seed(self.training_args.seed, iteration, sample.id)
+
+        self._generate(self.model_path(iteration), samples, folder / "samples.jsonl", sample_seed, **sampling)
         (folder / f"samples{DONE}").touch()
 
     def filter(self, folder: Path) -> float:
@@ -191,7 +201,8 @@ class RestLoop:
         if examples:
             metrics["train_loss"] = run.trainer.train().training_loss
         save_trained(run.trainer, run.trainer.processing_class, metrics, model_args, self.task_args, training_args,
-                     run.resolved, self.recipe_path, push_repo=None)
+                     run.resolved, self.recipe_path, push_repo=None,
+                     evaluation_recipe=self.reward_args.evaluation_recipe)
         (folder / f"adapter{DONE}").touch()
 
     def evaluate(self, folder: Path) -> dict[str, Any]:
