@@ -153,3 +153,9 @@ def test_make_targets_check_their_arguments_before_installing_anything(tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no recipe recipes/slurpp.yaml; TASK is one of:" in result.stdout
     assert "slurp" in result.stdout.split("TASK is one of:")[1].split() and not venv.exists()
+
+
+def test_a_model_path_holding_no_model_is_one_line_and_status_1(tmp_path):
+    result = run_script("scripts/evaluate.py", TINY_RECIPE, "--model_name_or_path", str(tmp_path / "absent"),
+                        "--output_dir", str(tmp_path / "eval"))
+    assert_one_line_error(result, 1, "evaluate.py", f"model path {tmp_path / 'absent'} is not a folder holding a model")

@@ -17,10 +17,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from audio_recipes.errors import InputError
+
 ON_TOO_LONG_CHOICES = ("crop", "reject")
 
 
-class AudioError(ValueError):
+class AudioError(InputError, ValueError):
     """An audio file could not be used; the message names the file, the row and what was expected."""
 
     def __init__(self, path: str | os.PathLike, reason: str, *, row: Any = None):

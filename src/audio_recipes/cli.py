@@ -4,7 +4,8 @@ Exit statuses, as argparse and the tools the scripts sit on use them:
 
 - 0: done; sft.py, grpo.py, rest.py, evaluate.py and score.py print their result as one JSON object, the last
   line of stdout, from the main process only;
-- 1: a DataError: a data file or row the task cannot read (the message names the file and row);
+- 1: an InputError: a data file or row the task cannot read, an unusable audio file, a model path that holds no
+  model, an evaluation folder holding another run (the message names it);
 - 2: a usage or recipe error (RecipeError): no recipe, an unknown option, a value of the wrong type, out of
   range or not among the allowed ones.
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from audio_recipes.configs import RecipeError
-from audio_recipes.tasks.base import DataError
+from audio_recipes.errors import InputError
 
 DATA_ERROR = 1
 USAGE_ERROR = 2
@@ -36,13 +37,13 @@ def fail(message: object, status: int = USAGE_ERROR) -> NoReturn:
 
 
 def run(main: Callable[[], object]) -> None:
-    """A script's entry point: `if __name__ == "__main__": run(main)`. A RecipeError or DataError, wherever it is
+    """A script's entry point: `if __name__ == "__main__": run(main)`. A RecipeError or an InputError, wherever it is
     raised, ends the script with one line on stderr; any other exception keeps its traceback."""
     try:
         main()
     except RecipeError as error:
         fail(error, USAGE_ERROR)
-    except DataError as error:
+    except InputError as error:
         fail(error, DATA_ERROR)
 
 

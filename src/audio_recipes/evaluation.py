@@ -17,6 +17,7 @@ from trl import SFTConfig
 
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.distributed import broadcast_object, joined_process_state
+from audio_recipes.errors import InputError
 from audio_recipes.generation import (
     DECODING_MODES,
     batches,
@@ -42,7 +43,7 @@ NOT_IN_RUN_IDENTITY = ("train_file", "max_train_samples", "text_only_fraction", 
                        "build_data_if_missing", "train_split", "max_samples", "resume", "overwrite", "baseline")
 
 
-class EvaluationRunError(RuntimeError):
+class EvaluationRunError(InputError, RuntimeError):
     """An output folder holding another run's results: never mixed with or replaced by this run's silently."""
 
 

@@ -15,13 +15,14 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from audio_recipes.collators import AudioChatCollator
+from audio_recipes.errors import InputError
 from audio_recipes.tasks.base import Example, Task
 
 RAW_OUTPUTS = "raw_outputs.jsonl"
 DECODING_MODES = ("generate", "scoring", "constrained")
 
 
-class LabelTokenError(ValueError):
+class LabelTokenError(InputError, ValueError):
     """Label answers that the tokenizer cannot tell apart by their first token."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from audio_recipes.errors import InputError
 from audio_recipes.paths import PROJECT_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -18,7 +19,7 @@ PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "
 logger = logging.getLogger(__name__)
 
 
-class HubError(RuntimeError):
+class HubError(InputError, RuntimeError):
     """The Hub cannot be used for what the recipe asks; raised before training starts."""
 
 

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from audio_recipes.errors import InputError
+
 BUILD_RECORD = "build.json"
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(InputError, ValueError):
     """An output folder the builder may not replace; nothing was written."""
 
 # name -> module under audio_recipes.prepare

@@ -35,6 +35,7 @@ import pandas as pd
 import soundfile as sf
 
 from audio_recipes.audio import load_audio, mix_at_snr, peak_normalize
+from audio_recipes.errors import InputError
 from audio_recipes.prepare import OutputFolderError, build_folder_atomically
 
 SAMPLING_RATE = 16000
@@ -47,7 +48,7 @@ ACTIVE_FLOOR_DB = -35.0  # a 10 ms frame is active within 35 dB of the recording
 MIN_ACTIVE_SHARE = 0.5  # a window is usable when at least half of its frames are active
 
 
-class SpeechDetectionDataError(ValueError):
+class SpeechDetectionDataError(InputError, ValueError):
     """Input the builder cannot use; the message names the folder or file."""
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from audio_recipes.configs import TaskArguments
+from audio_recipes.errors import InputError
 
 SPLITS = ("train", "eval", "test")
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """A data file or row that does not have the shape the task expects; names the file and row."""
 
 
