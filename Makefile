@@ -32,7 +32,7 @@ system-deps:
 tiny-models: install
 	$(PY) scripts/make_tiny_models.py
 
-# The tiny SLURP recipe trained and evaluated on CPU (about 3 minutes on 2 cores after the install), then what it
+# The tiny SLURP recipe trained and evaluated on CPU (about 1.5 minutes on 2 cores after the install), then what it
 # trained on and its result against what to expect; it fails when the result is not that
 DEMO_EVAL := outputs/tiny/slurp/eval/outputs--tiny--slurp/test
 demo: install system-deps tiny-models

@@ -2,6 +2,7 @@
 counts what it leaves out: files that are not UTF-8, another task's gold file, repeated ids, mixed keys."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -138,13 +139,15 @@ def slurp_rows_sharing_a_recording(folder: Path) -> Path:
 def test_evaluation_data_with_a_repeated_id_is_an_error_naming_the_ids_and_the_file(tmp_path):
     path = slurp_rows_sharing_a_recording(tmp_path)
     args = TaskArguments(task="slurp", train_file=str(path), test_file=str(path), audio_dir=str(tmp_path / "audio"))
+    first = read_jsonl(path)[0]
+    shared = re.escape(min(first["recordings"], key=lambda recording: recording.get("wer", 0.0))["file"])
     # It was 2 outputs, 1 prediction and num_gold 1 with no word said
-    with pytest.raises(DataError, match=rf"{path}: 1 item id\(s\) occur more than once \('audio-1434542235-headset"
-                                        r"\.flac' \(2 items\)\); evaluation keys outputs and scores by id"):
+    with pytest.raises(DataError, match=rf"{path}: 1 item id\(s\) occur more than once \('{shared}' "
+                                        r"\(2 items\)\); evaluation keys outputs and scores by id"):
         get_task("slurp", args).examples("test")
     assert len(get_task("slurp", args).examples("train")) == 2  # training rows may repeat
     text_path = write_jsonl(tmp_path / "text.jsonl", [read_jsonl(SLURP_GOLD)[0]] * 2)
-    with pytest.raises(DataError, match=r"\('9384' \(2 items\)\)"):
+    with pytest.raises(DataError, match=rf"\('{first['slurp_id']}' \(2 items\)\)"):
         get_task("slurp", TaskArguments(task="slurp", test_file=str(text_path), input_mode="text")).examples("test")
     mmar = write_jsonl(tmp_path / "mmar.jsonl", [MMAR_ITEM, MMAR_ITEM])
     with pytest.raises(DataError, match=r"\('q1' \(2 items\)\)"):
@@ -176,8 +179,9 @@ def test_slurp_predictions_mixing_file_and_slurp_id_keys_are_an_error_naming_bot
     mixed = write_jsonl(tmp_path / "predictions.jsonl", [slurp_prediction(gold_rows[0], key="slurp_id"),
                                                          slurp_prediction(gold_rows[1], key="file")])
     # It scored every row keyed by slurp_id as missing
+    first_file, first_id = re.escape(gold_rows[1]["recordings"][0]["file"]), gold_rows[0]["slurp_id"]
     with pytest.raises(DataError, match=rf"{mixed}: prediction rows mix keys: 1 keyed by 'file' \(first: "
-                                        r"'audio-1502375199-headset\.flac'\), 1 by 'slurp_id' alone \(first: 9384\)"):
+                                        rf"'{first_file}'\), 1 by 'slurp_id' alone \(first: {first_id}\)"):
         get_task("slurp").score_files(gold, mixed)
 
 

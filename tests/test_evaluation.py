@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from helpers import (
 from audio_recipes import generation
 from audio_recipes.collators import AudioChatCollator
 from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
-from audio_recipes.evaluation import EvaluationRunError, default_evaluation_dir, generation_kwargs
+from audio_recipes.evaluation import default_evaluation_dir, generation_kwargs
 from audio_recipes.generation import generate_batch
 from audio_recipes.metrics.slu import METRIC_KEYS
 from audio_recipes.models import load_model_and_processor
@@ -64,6 +65,14 @@ def script_output(script: str, args: list[str], capsys) -> str:
     capsys.readouterr()
     run_script_in_process(script, args)
     return capsys.readouterr().out
+
+
+def script_error(script: str, args: list[str], capsys) -> tuple[int, str]:
+    """scripts/<script> run in this process, expected to stop on an error: its exit status and stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_script_in_process(script, args)
+    return stopped.value.code, capsys.readouterr().err
 
 
 def last_json_line(stdout: str) -> dict:
@@ -194,10 +203,13 @@ def test_resume_keeps_finished_rows_redoes_the_torn_one_and_scores_bad_outputs_a
     raw_path = output_dir / "raw_outputs.jsonl"
     finished = read_jsonl(raw_path)
     assert all(not row["prediction"]["valid"] for row in finished)  # the untrained model does not answer JSON
-    # ...two of them with distinctive outputs (a right answer, a non-JSON one) that must survive the resume...
-    finished[0] = {"id": ids[0], "raw_output": examples[0].completion, "prediction": task.parse(examples[0].completion)}
-    finished[1] = {"id": ids[1], "raw_output": "PLANTED: not JSON", "prediction": task.parse("PLANTED: not JSON")}
-    assert finished[0]["prediction"]["valid"] and not finished[1]["prediction"]["valid"]
+    # ...two of them with distinctive outputs (a right answer with entities, a non-JSON one) that must survive...
+    right = next(index for index in range(3) if json.loads(examples[index].completion)["entities"])
+    planted = (right + 1) % 3
+    finished[right] = {"id": ids[right], "raw_output": examples[right].completion,
+                       "prediction": task.parse(examples[right].completion)}
+    finished[planted] = {"id": ids[planted], "raw_output": "PLANTED: not JSON", "prediction": task.parse("PLANTED: not JSON")}
+    assert finished[right]["prediction"]["valid"] and not finished[planted]["prediction"]["valid"]
     write_jsonl(raw_path, finished)
     # ...and the 4th cut off mid-line
     torn = json.dumps({"id": ids[3], "raw_output": "TORN-LINE {", "prediction": {}})[:-20]
@@ -296,8 +308,9 @@ def test_another_model_or_decoding_never_resumes_or_replaces_a_run(audio_eval, t
                          ("model", ["--model_name_or_path", str(other_model)]),
                          ("max_new_tokens", ["--model_name_or_path", tiny_model, "--max_new_tokens", "8"]),
                          ("model", ["--model_name_or_path", str(other_model), "--resume", "false"])):
-        with pytest.raises(EvaluationRunError, match=f"holds the outputs of another evaluation run .*{change}"):
-            script_output("evaluate.py", [*base, *args], capsys)
+        status, stderr = script_error("evaluate.py", [*base, *args], capsys)
+        assert status == 1 and stderr.count("\n") == 1  # an InputError: one line, no traceback
+        assert re.search(f"holds the outputs of another evaluation run .*{change}", stderr)
         assert {path.name: path.read_bytes() for path in output_dir.iterdir()} == before
     assert generated_ids == []  # refused before any generation
 
@@ -318,8 +331,8 @@ def test_a_model_trained_again_into_the_same_folder_is_another_run(tiny_model, t
     assert len(generated_ids) == 2
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes())  # written again, as a new training run into the folder would
-    with pytest.raises(EvaluationRunError, match="another evaluation run .*model_files"):
-        script_output("evaluate.py", args, capsys)
+    status, stderr = script_error("evaluate.py", args, capsys)
+    assert status == 1 and re.search("another evaluation run .*model_files", stderr)
     assert len(generated_ids) == 2
 
 

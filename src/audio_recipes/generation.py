@@ -243,7 +243,7 @@ def decode_batch(model, collator: AudioChatCollator, task: Task, examples: list[
                  generation_kwargs: dict[str, Any], seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Each item's output under a decoding mode: `raw_output`, and for label decodings `confidence`."""
     if decoding == "generate":
-        texts = generate_batch(model, collator, examples, seeds, **generation_kwargs)
+        texts = generate_batch(model, collator, examples, seeds=seeds, **generation_kwargs)
         return [{"raw_output": text} for text in texts]
     if seeds is not None:
         raise ValueError(f"seeded sampling is a way to generate; decoding {decoding!r} samples nothing")

@@ -18,6 +18,8 @@ KNOWN_HARMLESS_LOGS: tuple[tuple[str, str], ...] = (
     # bitsandbytes asks the Hub for an optional CPU kernel on import (remote code, which the project never loads)
     # and falls back to its own kernels
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+    # the same probe under HF_HUB_OFFLINE (kernels >= 0.19): no publisher check offline, and nothing loads anyway
+    ("kernels._internals.hf_hub", "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'"),
     # accelerate imports DeepSpeed whenever it is installed (even with no DeepSpeed config); torch sees no GPU
     # either, and a run with a DeepSpeed config on CPU sets DS_ACCELERATOR=cpu itself
     ("DeepSpeed", "Setting accelerator to CPU. If you have GPU or other accelerator"),

@@ -127,7 +127,7 @@ def build_tiny_slurp(output_dir: Path) -> Path:
                 kept.append({**row, "recordings": [recording]})
             write_jsonl(staging / f"{split}.jsonl", kept)
 
-    return build_once(output_dir, write)
+    return build_once(output_dir, write, version=2)  # 2: four scenarios (assets/README.md says why)
 
 
 # A fixture in Speech-MASSIVE's schema (fr-FR): (annot_utt, intent_str)
