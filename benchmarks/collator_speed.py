@@ -14,7 +14,7 @@ import soxr
 from transformers import AutoProcessor
 
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ import harness
 import torch
 
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import ModelArguments
-from audio_recipes.generation import generate_batch
+from audio_recipes.config import ModelArguments
+from audio_recipes.decoding import generate_batch
 from audio_recipes.models import load_model_and_processor
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 
 def main() -> None:

@@ -65,11 +65,11 @@ def run(script: str, *args: str) -> str:
 
 def tiny_slurp_examples(split: str):
     """The tiny SLURP recipe's examples (real annotations, espeak-ng speech; built on first use)."""
-    from audio_recipes.configs import TaskArguments
-    from audio_recipes.tasks import get_task
+    from audio_recipes.config import TaskArguments
+    from audio_recipes.pipelines.data import recipe_task
 
     data = ROOT / "data/tiny/slurp"
-    task = get_task("slurp", TaskArguments(task="slurp", train_file=str(data / "train.jsonl"),
+    task = recipe_task(TaskArguments(task="slurp", train_file=str(data / "train.jsonl"),
                                            eval_file=str(data / "devel.jsonl"), test_file=str(data / "test.jsonl"),
                                            audio_dir=str(data / "audio"), build_data_if_missing=True))
     return task.examples(split)

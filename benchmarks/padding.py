@@ -13,7 +13,7 @@ from transformers import AutoProcessor
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 
 def padded_fraction(order, batch_size, lengths):

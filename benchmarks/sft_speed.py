@@ -16,8 +16,9 @@ CHILD = """
 import json, resource, sys
 sys.argv = ["sft.py", *sys.argv[1:]]
 from trl import SFTConfig
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
-from audio_recipes.training import build_trainer
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.recipe import parse_recipe
+from audio_recipes.pipelines.sft import build_trainer
 model_args, task_args, training_args, _ = parse_recipe((ModelArguments, TaskArguments, SFTConfig, EvalArguments))
 trainer = build_trainer(model_args, task_args, training_args).trainer
 result = trainer.train()

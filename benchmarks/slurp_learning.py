@@ -28,7 +28,7 @@ def text_recipe_learns(output_dir: Path, epochs: float, eval_items: int) -> dict
         "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--logging_steps", "20",
         "--output_dir", str(model_dir))
     run("evaluate.py", "recipes/tiny/slurp_text.yaml", "--model_name_or_path", str(model_dir),
-        "--test_file", str(test_file), "--max_samples", str(eval_items), "--per_device_eval_batch_size", "32",
+        "--test_file", str(test_file), "--max_eval_samples", str(eval_items), "--per_device_eval_batch_size", "32",
         "--output_dir", str(eval_dir))
     metrics = json.loads((eval_dir / "metrics.json").read_text())
 

@@ -13,11 +13,11 @@ import harness  # also puts src/ on the path, for the imports below
 from harness import ROOT
 
 from audio_recipes.collators import AudioChatCollator  # noqa: E402
-from audio_recipes.configs import ModelArguments, TaskArguments  # noqa: E402
-from audio_recipes.generation import batches, decode_batch  # noqa: E402
+from audio_recipes.config import ModelArguments, TaskArguments  # noqa: E402
+from audio_recipes.decoding import batches, decode_batch  # noqa: E402
 from audio_recipes.models import load_model_and_processor  # noqa: E402
-from audio_recipes.tasks import get_task  # noqa: E402
-from audio_recipes.tiny_models import ensure_tiny_model  # noqa: E402
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.testing.tiny_models import ensure_tiny_model  # noqa: E402
 
 METADATA = ROOT / "data" / "tiny" / "speech_detection" / "metadata.csv"
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    task = get_task("speech_detection", TaskArguments(task="speech_detection", test_file=str(METADATA),
+    task = recipe_task(TaskArguments(task="speech_detection", test_file=str(METADATA),
                                                        build_data_if_missing=True))
     examples = task.examples("test")[: args.clips]
     model, processor, _ = load_model_and_processor(

@@ -7,8 +7,8 @@
 from pathlib import Path
 
 from audio_recipes.cli import ArgumentParser, fail, run
-from audio_recipes.configs import load_recipe
-from audio_recipes.demo import demo_report
+from audio_recipes.pipelines.demo import demo_report
+from audio_recipes.recipe import load_recipe
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 
 from audio_recipes.cli import ArgumentParser, run
-from audio_recipes.generation import write_json_atomic
-from audio_recipes.mmlu_redux import comparison_table, evaluate_model, model_slug, read_mmlu_redux
+from audio_recipes.io import write_json_atomic
 from audio_recipes.paths import SHARED_DATA_DIR
+from audio_recipes.pipelines.mmlu_redux import comparison_table, evaluate_model, model_slug, read_mmlu_redux
 
 
 def main() -> None:

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import evaluation_argument_types, parse_recipe
-from audio_recipes.evaluation import default_evaluation_dir, run_evaluation
+from audio_recipes.config import evaluation_argument_types
+from audio_recipes.pipelines.evaluate import default_evaluation_dir, run_evaluation
+from audio_recipes.recipe import parse_recipe
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from audio_recipes.cli import ArgumentParser, run
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
-from audio_recipes.evaluation import answer_prompts
-from audio_recipes.generation import write_json_atomic
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.io import write_json_atomic
+from audio_recipes.pipelines.evaluate import answer_prompts
 
 
 def main() -> None:

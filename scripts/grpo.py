@@ -2,14 +2,15 @@
 """GRPO for audio models from a recipe: `scripts/grpo.py RECIPE.yaml [--key value ...]`.
 
 The rewards are named in the recipe (`reward_funcs`); every forward of the policy, old policy and
-reference model sees the audio (audio_recipes.trainers.grpo).
+reference model sees the audio (audio_recipes.pipelines.grpo).
 """
 
 import logging
 
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import GRPOConfig, ModelArguments, RewardArguments, TaskArguments, parse_recipe
-from audio_recipes.trainers.grpo import run_grpo
+from audio_recipes.config import GRPOConfig, ModelArguments, RewardArguments, TaskArguments
+from audio_recipes.pipelines.grpo import run_grpo
+from audio_recipes.recipe import parse_recipe
 
 
 def main() -> None:

@@ -5,18 +5,11 @@ For each example: the rendered prompt, the target, and the text of the tokens th
 (special tokens included). --save_path writes JSON lines with the keys prompt, target, loss_text.
 """
 
-from dataclasses import dataclass, field
 
 from audio_recipes.cli import run
-from audio_recipes.configs import EvalArguments, ModelArguments, SFTConfig, TaskArguments, parse_recipe
-from audio_recipes.inspection import inspect_examples
-
-
-@dataclass
-class InspectArguments:
-    num_samples: int = field(default=3, metadata={"help": "How many training examples to show."})
-    save_path: str | None = field(default=None, metadata={"help": "Write the shown examples as JSON lines here."})
-    inspect_split: str = field(default="train", metadata={"help": "Which split to show: train, eval or test."})
+from audio_recipes.config import EvalArguments, InspectArguments, ModelArguments, SFTConfig, TaskArguments
+from audio_recipes.pipelines.inspect import inspect_examples
+from audio_recipes.recipe import parse_recipe
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from audio_recipes.cli import ArgumentParser, run
 from audio_recipes.paths import TINY_MODELS_DIR
-from audio_recipes.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
+from audio_recipes.testing.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

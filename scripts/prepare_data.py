@@ -4,16 +4,16 @@
 import sys
 
 from audio_recipes.cli import fail, run
-from audio_recipes.prepare import PREPARE_BUILDERS, run_builder
+from audio_recipes.prepare import DATA_BUILDERS, run_builder
 
 
 def main() -> None:
-    builders = ", ".join(sorted(PREPARE_BUILDERS)) or "none yet"
+    builders = ", ".join(DATA_BUILDERS.names()) or "none yet"
     if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         print("builders:", builders)
         return
-    if len(sys.argv) < 2 or sys.argv[1] not in PREPARE_BUILDERS:
+    if len(sys.argv) < 2 or sys.argv[1] not in DATA_BUILDERS:
         given = f"unknown data builder {sys.argv[1]!r}" if len(sys.argv) >= 2 else "no data builder named"
         fail(f"{given}: usage: prepare_data.py NAME [options], NAME one of {builders}")
     run_builder(sys.argv[1], sys.argv[2:])

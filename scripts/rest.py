@@ -10,15 +10,16 @@ interrupted loop.
 import logging
 
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import (
+from audio_recipes.config import (
     EvalArguments,
     ModelArguments,
+    RestArguments,
     RewardArguments,
     SFTConfig,
     TaskArguments,
-    parse_recipe,
 )
-from audio_recipes.trainers.rest import RestArguments, RestLoop
+from audio_recipes.pipelines.rest import RestLoop
+from audio_recipes.recipe import parse_recipe
 
 
 def main() -> None:

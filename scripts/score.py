@@ -8,13 +8,13 @@ from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
 from audio_recipes.cli import ArgumentParser, print_result, run
-from audio_recipes.generation import write_json_atomic
-from audio_recipes.tasks import TASK_REGISTRY, get_task
+from audio_recipes.io import write_json_atomic
+from audio_recipes.tasks import TASKS, get_task
 
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=sorted(TASK_REGISTRY), help="task whose scorer to use")
+    parser.add_argument("task", choices=sorted(TASKS), help="task whose scorer to use")
     parser.add_argument("--gold", required=True, type=Path, help="gold file, as the data set publishes it")
     parser.add_argument("--predictions", required=True, type=Path, help="official prediction file (JSON lines)")
     parser.add_argument("--skip_missing", action="store_true",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from audio_recipes.cli import ArgumentParser, run
-from audio_recipes.seeds import SUMMARY_MD, run_seeds
+from audio_recipes.pipelines.seeds import SUMMARY_MD, run_seeds
 
 
 def main() -> None:

@@ -4,8 +4,9 @@
 import logging
 
 from audio_recipes.cli import print_result, run
-from audio_recipes.configs import EvalArguments, ModelArguments, SFTConfig, TaskArguments, parse_recipe
-from audio_recipes.training import run_sft
+from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskArguments
+from audio_recipes.pipelines.sft import run_sft
+from audio_recipes.recipe import parse_recipe
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from audio_recipes.cli import ArgumentParser, fail, run
-from audio_recipes.reports.speech_detection import write_detection_report
+from audio_recipes.tasks.speech_detection.report import write_detection_report
 
 
 def read_system(argument: str) -> tuple[str, pd.DataFrame]:

@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from audio_recipes.configs import TaskArguments, load_recipe
+from audio_recipes.config import TaskArguments
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.tasks import get_task
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.recipe import load_recipe
 
 
 def recipe_args(cls, recipe: str, **overrides):
@@ -32,7 +33,7 @@ def recipe_args(cls, recipe: str, **overrides):
 def examples_of(recipe: str, count: int, split: str = "test"):
     """The recipe's task and the first `count` items of a split (builds a tiny recipe's data on first use)."""
     task_args = recipe_args(TaskArguments, recipe)
-    task = get_task(task_args.task, task_args)
+    task = recipe_task(task_args)
     return task, task.examples(split)[:count]
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_recipes import speech_synthesis
 from audio_recipes.audio import (
     AudioError,
     AudioStats,
@@ -18,7 +17,8 @@ from audio_recipes.audio import (
     mix_at_snr,
     peak_normalize,
 )
-from audio_recipes.speech_synthesis import espeak_available, synthesize_speech
+from audio_recipes.testing import speech_synthesis
+from audio_recipes.testing.speech_synthesis import espeak_available, synthesize_speech
 
 
 def sine(frequency, seconds, rate, amplitude=0.5):

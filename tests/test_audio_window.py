@@ -6,11 +6,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_recipes.audio_window import FRAME_MULTIPLE, allow_short_audio_windows, short_window_samples
+from audio_recipes.audio.window import FRAME_MULTIPLE, allow_short_audio_windows, short_window_samples
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import ModelArguments
+from audio_recipes.config import ModelArguments
 from audio_recipes.models import load_model_and_processor
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 SECONDS = (2.37, 0.2, 1.0, 0.61)  # lengths that are no whole number of frames, and one that is
 

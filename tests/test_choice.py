@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import call_with_timeout
 
-from audio_recipes.configs import TaskArguments
+from audio_recipes.config import TaskArguments
 from audio_recipes.metrics.choice import extract_choice, score_choices, string_match, strip_thinking
 from audio_recipes.tasks import get_task
 from audio_recipes.tasks.multiple_choice import SYSTEM_PROMPT, choice_prompt, choice_target, read_rows
@@ -153,7 +153,7 @@ UNTRAINED_OUTPUTS = [
 
 @pytest.mark.parametrize("task_name", ["mmar", "mmau"])
 def test_an_output_that_names_no_choice_is_invalid_counted_and_wrong(task_name, tmp_path):
-    from audio_recipes.evaluation import score_outputs
+    from audio_recipes.pipelines.evaluate import score_outputs
     from audio_recipes.tasks import Example
 
     task = get_task(task_name)
@@ -197,7 +197,7 @@ def test_score_script_mmar_and_mmau(shared_data, tmp_path):
 
 
 def test_answer_not_among_choices_is_a_named_data_error(tmp_path):
-    from audio_recipes.tasks import DataError
+    from audio_recipes.errors import DataError
 
     path = tmp_path / "meta.jsonl"
     path.write_text(json.dumps({"id": "x", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"],
@@ -208,13 +208,13 @@ def test_answer_not_among_choices_is_a_named_data_error(tmp_path):
 
 @pytest.mark.parametrize("task", ["mmar", "mmau"])
 def test_tiny_recipe_evaluates_into_the_benchmark_format(task, tmp_path):
-    from audio_recipes.tiny_models import ensure_tiny_model
+    from audio_recipes.testing.tiny_models import ensure_tiny_model
 
     ensure_tiny_model("qwen2-audio")
     output = tmp_path / "eval"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts/evaluate.py"), str(ROOT / f"recipes/tiny/{task}.yaml"),
-         "--model_name_or_path", "tiny-models/qwen2-audio", "--max_samples", "4", "--max_new_tokens", "8",
+         "--model_name_or_path", "tiny-models/qwen2-audio", "--max_eval_samples", "4", "--max_new_tokens", "8",
          "--output_dir", str(output)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]

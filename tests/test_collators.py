@@ -6,11 +6,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_recipes import audio as audio_module
 from audio_recipes.audio import AudioError
+from audio_recipes.audio import loading as audio_loading
 from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator
 from audio_recipes.models import load_processor
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 SYSTEM = "You are a spoken language understanding system."
 COMPLETION = '{"scenario": "alarm", "action": "set", "entities": [{"time": "eight am"}]}'
@@ -157,13 +157,13 @@ def test_generation_mode_left_pads_prompts_without_labels(processor, clips):
 
 def test_each_clip_is_decoded_once_per_batch(processor, clips, monkeypatch):
     reads = []
-    original = audio_module.sf.read
+    original = audio_loading.sf.read
 
     def counting_read(path, *args, **kwargs):
         reads.append(str(path))
         return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(audio_module.sf, "read", counting_read)
+    monkeypatch.setattr(audio_loading.sf, "read", counting_read)
     collator = AudioChatCollator(processor)
     collator([example("a", clips["short"], "Q1"), example("b", clips["short"], "Q2"), example("c", None, "Q3")])
     assert len(reads) == 1
@@ -190,7 +190,7 @@ def test_example_length_matches_the_collated_length_without_decoding(processor, 
     rows = [example("a", clips["long"], "What is said?"), example("b", clips["short"], "Q"),
             example("t", None, "Command: play some jazz")]
     expected = [collator([row])["input_ids"].shape[1] for row in rows]
-    monkeypatch.setattr(audio_module.sf, "read", lambda *a, **k: pytest.fail("length estimation decoded a clip"))
+    monkeypatch.setattr(audio_loading.sf, "read", lambda *a, **k: pytest.fail("length estimation decoded a clip"))
     assert [collator.example_length(row) for row in rows] == expected
 
 

@@ -5,15 +5,9 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig, SFTConfig
 
-from audio_recipes.configs import (
-    EvalArguments,
-    ModelArguments,
-    RecipeError,
-    RewardArguments,
-    TaskArguments,
-    parse_recipe,
-)
-from audio_recipes.trainers.rest import RestArguments
+from audio_recipes.config import EvalArguments, ModelArguments, RestArguments, RewardArguments, TaskArguments
+from audio_recipes.errors import RecipeError
+from audio_recipes.recipe import parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = (ModelArguments, TaskArguments, SFTConfig)
@@ -142,7 +136,9 @@ CPU = "model_name_or_path: m\nbf16: false\nuse_cpu: true\n"
     ("lora_target_preset: attn", r"lora_target_preset .*: expected one of 'attention', .*got 'attn'"),
     ("speech_embedding_init: zeros", r"speech_embedding_init .*: expected one of 'mean', 'normal', 'copy', got 'zeros'"),
     ("split: dev", r"split .*: expected one of 'train', 'eval', 'test', got 'dev'"),
-    ("baseline: silero", r"baseline .*: expected one of 'silero_vad' .*got 'silero'; did you mean 'silero_vad'"),
+    ("task: speech_detection\nbaseline: silero", r"baseline .*: expected one of 'silero_vad' \(the baselines of task "
+                                                 r"speech_detection\), got 'silero'; did you mean 'silero_vad'"),
+    ("baseline: silero_vad", r"baseline .*: none is allowed \(task slurp has no baselines\), got 'silero_vad'"),
     # The task decides its input modes
     ("task: mmar\ninput_mode: txt", r"input_mode .*: expected one of 'audio', 'text' \(the input modes of task "
                                     r"mmar\), got 'txt'; did you mean 'text'"),

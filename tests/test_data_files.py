@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from helpers import write_short_wav
 
-from audio_recipes.configs import TaskArguments
-from audio_recipes.generation import read_finished
+from audio_recipes.config import TaskArguments
+from audio_recipes.decoding import read_finished
+from audio_recipes.errors import DataError
+from audio_recipes.io import read_jsonl
 from audio_recipes.paths import ASSETS_DIR
-from audio_recipes.tasks import DataError, get_task
-from audio_recipes.tasks.base import read_jsonl
+from audio_recipes.tasks import get_task
 from audio_recipes.tasks.multiple_choice import read_rows
 
 SLURP_GOLD = ASSETS_DIR / "slurp" / "test.jsonl"
@@ -57,8 +58,8 @@ def test_a_json_list_that_is_not_utf8_names_the_file_and_line(tmp_path):
 
 
 def test_a_csv_table_that_is_not_utf8_names_the_file_and_line(tmp_path):
-    from audio_recipes.prepare.speech_detection import folder_categories
     from audio_recipes.tasks.speech_detection import read_table
+    from audio_recipes.tasks.speech_detection.builder import folder_categories
 
     table = tmp_path / "esc50.csv"
     with_latin1_line_3(table, ["filename,category", "a.wav,dog", "b.wav,cafe"])

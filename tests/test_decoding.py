@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import ModelArguments, TaskArguments
-from audio_recipes.generation import (
+from audio_recipes.config import ModelArguments, TaskArguments
+from audio_recipes.decoding import (
     LabelTokenError,
     allowed_label_tokens,
     constrained_generate_batch,
@@ -17,15 +17,16 @@ from audio_recipes.generation import (
 )
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.paths import PROJECT_ROOT
+from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.tasks import get_task
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 METADATA = PROJECT_ROOT / "data" / "tiny" / "speech_detection" / "metadata.csv"
 
 
 @pytest.fixture(scope="module")
 def setup(shared_data):
-    task = get_task("speech_detection", TaskArguments(task="speech_detection", test_file=str(METADATA),
+    task = recipe_task(TaskArguments(task="speech_detection", test_file=str(METADATA),
                                                        build_data_if_missing=True))
     examples = task.examples("test")[::5]  # 20 clips over every duration, SNR and class
     model, processor, _ = load_model_and_processor(ModelArguments(model_name_or_path=str(ensure_tiny_model())),

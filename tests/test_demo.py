@@ -2,7 +2,7 @@
 
 import json
 
-from audio_recipes.demo import demo_report, majority_scenario
+from audio_recipes.pipelines.demo import demo_report, majority_scenario
 
 
 def slurp_row(slurp_id: int, scenario: str) -> dict:

@@ -35,11 +35,12 @@ from safetensors.torch import load_file
 from transformers import Qwen2AudioForConditionalGeneration
 from trl import SFTConfig
 
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.distributed import last_complete_checkpoint, resume_checkpoint
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.tiny_models import ensure_tiny_model
-from audio_recipes.training import build_trainer
+from audio_recipes.pipelines.sft import build_trainer
+from audio_recipes.recipe import parse_recipe
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 RECIPE = "recipes/tiny/slurp.yaml"
 SHORT = ["--max_steps", "4", "--logging_steps", "1", "--max_train_samples", "8"]
@@ -169,7 +170,7 @@ def test_evaluate_py_under_the_zero3_config_writes_every_item_once(zero3, tmp_pa
     # Each process generates its shard with a whole model: ZeRO-3 init would leave it with empty shards
     output_dir = tmp_path / "eval"
     run_command([*accelerate_launch("zero3.yaml", "--num_processes", "2"), "scripts/evaluate.py", RECIPE,
-                 "--model_name_or_path", str(zero3["zero3"]), "--output_dir", str(output_dir), "--max_samples", "5",
+                 "--model_name_or_path", str(zero3["zero3"]), "--output_dir", str(output_dir), "--max_eval_samples", "5",
                  "--per_device_eval_batch_size", "2", "--max_new_tokens", "8"], env=ON_DEEPSPEED_CPU)
     _, examples = examples_of(RECIPE, 5)
     merged = [json.loads(line)["id"] for line in (output_dir / "raw_outputs.jsonl").read_text().splitlines()]

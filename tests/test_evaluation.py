@@ -27,16 +27,15 @@ from helpers import (
     subprocess_env,
 )
 
-from audio_recipes import generation
-from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments
-from audio_recipes.evaluation import default_evaluation_dir, generation_kwargs
-from audio_recipes.generation import generate_batch
+from audio_recipes import decoding
+from audio_recipes.collators import AudioChatCollator, audio_options
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.decoding import generate_batch
 from audio_recipes.metrics.slu import METRIC_KEYS
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.tiny_models import ensure_tiny_model
-from audio_recipes.training import audio_options
+from audio_recipes.pipelines.evaluate import default_evaluation_dir, generation_kwargs
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 AUDIO_RECIPE = "recipes/tiny/slurp.yaml"
 TEXT_RECIPE = "recipes/tiny/slurp_text.yaml"
@@ -111,13 +110,13 @@ def assert_same_scores(scored: dict, metrics: dict) -> None:
 def generated_ids(monkeypatch) -> list[str]:
     """Ids of the items handed to the model, in order, however the evaluation is launched in this process."""
     seen: list[str] = []
-    real = generation.generate_batch
+    real = decoding.generate_batch
 
     def counting(model, collator, examples, **kwargs):
         seen.extend(example.id for example in examples)
         return real(model, collator, examples, **kwargs)
 
-    monkeypatch.setattr(generation, "generate_batch", counting)
+    monkeypatch.setattr(decoding, "generate_batch", counting)
     return seen
 
 
@@ -136,7 +135,7 @@ def audio_eval(tiny_model, tmp_path_factory) -> tuple[Path, str]:
     """evaluate.py as a user runs it, in its own process: 5 items in batches of 2 (a partial last batch)."""
     output_dir = tmp_path_factory.mktemp("eval-audio")
     result = run_command([sys.executable, "scripts/evaluate.py", AUDIO_RECIPE, "--model_name_or_path", tiny_model,
-                          "--output_dir", str(output_dir), "--max_samples", "5", *FAST])
+                          "--output_dir", str(output_dir), "--max_eval_samples", "5", *FAST])
     return output_dir, result.stdout
 
 
@@ -171,7 +170,7 @@ def test_audio_predictions_are_keyed_by_file_one_row_per_item_and_score_py_agree
 def test_text_predictions_are_keyed_by_slurp_id_and_score_py_agrees(tiny_model, tmp_path, capsys):
     output_dir = tmp_path / "eval-text"
     stdout = script_output("evaluate.py", [TEXT_RECIPE, "--model_name_or_path", tiny_model,
-                                           "--output_dir", str(output_dir), "--max_samples", "4", *FAST], capsys)
+                                           "--output_dir", str(output_dir), "--max_eval_samples", "4", *FAST], capsys)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert last_json_line(stdout) == metrics
 
@@ -198,7 +197,7 @@ def test_resume_keeps_finished_rows_redoes_the_torn_one_and_scores_bad_outputs_a
     common = [AUDIO_RECIPE, "--model_name_or_path", tiny_model, "--output_dir", str(output_dir), *FAST]
 
     # An interrupted run: 3 items finished...
-    script_output("evaluate.py", [*common, "--max_samples", "3"], capsys)
+    script_output("evaluate.py", [*common, "--max_eval_samples", "3"], capsys)
     assert generated_ids == ids[:3]
     raw_path = output_dir / "raw_outputs.jsonl"
     finished = read_jsonl(raw_path)
@@ -217,7 +216,7 @@ def test_resume_keeps_finished_rows_redoes_the_torn_one_and_scores_bad_outputs_a
         handle.write(torn)
 
     generated_ids.clear()
-    stdout = script_output("evaluate.py", [*common, "--max_samples", "6", "--resume", "true"], capsys)
+    stdout = script_output("evaluate.py", [*common, "--max_eval_samples", "6", "--resume", "true"], capsys)
     assert generated_ids == ids[3:]  # finished items are not generated again; the torn one is
 
     raw = read_jsonl(raw_path)  # every line is whole JSON: the torn fragment is gone
@@ -264,19 +263,19 @@ def test_resume_false_starts_the_same_run_over_and_says_so(audio_eval, tiny_mode
     old = read_jsonl(raw_path)
     ids = [row["id"] for row in old]
     write_jsonl(raw_path, [{**row, "raw_output": "PLANTED"} for row in old] * 2)
-    args = [AUDIO_RECIPE, "--model_name_or_path", tiny_model, "--output_dir", str(output_dir), "--max_samples", "5",
+    args = [AUDIO_RECIPE, "--model_name_or_path", tiny_model, "--output_dir", str(output_dir), "--max_eval_samples", "5",
             *FAST]
 
     # --resume false, killed after its first batch: only that batch's rows are left, none of the old ones, so
     # that a later run cannot take the discarded rows as finished
-    counting = generation.generate_batch
+    counting = decoding.generate_batch
 
     def interrupt_after_one_batch(model, collator, examples, **kwargs):
         if generated_ids:
             raise Interrupted
         return counting(model, collator, examples, **kwargs)
 
-    monkeypatch.setattr(generation, "generate_batch", interrupt_after_one_batch)
+    monkeypatch.setattr(decoding, "generate_batch", interrupt_after_one_batch)
     with pytest.raises(Interrupted):
         script_output("evaluate.py", [*args, "--resume", "false"], capsys)
     assert "starting over: the 5 output rows of the same run" in caplog.text
@@ -284,9 +283,9 @@ def test_resume_false_starts_the_same_run_over_and_says_so(audio_eval, tiny_mode
     assert "PLANTED" not in raw_path.read_text()
 
     # Rerun without --resume: the same run is resumed by default, and says so
-    monkeypatch.setattr(generation, "generate_batch", counting)
+    monkeypatch.setattr(decoding, "generate_batch", counting)
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="audio_recipes.evaluation")
+    caplog.set_level(logging.INFO, logger="audio_recipes.pipelines.evaluate")
     script_output("evaluate.py", args, capsys)
     assert "resuming the run" in caplog.text and "2 rows already done" in caplog.text
     assert generated_ids == ids
@@ -303,7 +302,7 @@ def test_another_model_or_decoding_never_resumes_or_replaces_a_run(audio_eval, t
     before = {path.name: path.read_bytes() for path in output_dir.iterdir()}
     other_model = tmp_path / "other-model"
     shutil.copytree(tiny_model, other_model)
-    base = [AUDIO_RECIPE, "--output_dir", str(output_dir), "--max_samples", "5", *FAST]
+    base = [AUDIO_RECIPE, "--output_dir", str(output_dir), "--max_eval_samples", "5", *FAST]
     for change, args in (("model", ["--model_name_or_path", str(other_model), "--resume", "true"]),
                          ("model", ["--model_name_or_path", str(other_model)]),
                          ("max_new_tokens", ["--model_name_or_path", tiny_model, "--max_new_tokens", "8"]),
@@ -324,7 +323,7 @@ def test_a_model_trained_again_into_the_same_folder_is_another_run(tiny_model, t
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     args = [AUDIO_RECIPE, "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "eval"),
-            "--max_samples", "2", *FAST]
+            "--max_eval_samples", "2", *FAST]
     script_output("evaluate.py", args, capsys)
     assert len(generated_ids) == 2
     script_output("evaluate.py", args, capsys)  # the same weights: resumed, nothing generated again
@@ -343,7 +342,7 @@ def test_two_models_evaluated_by_default_keep_their_own_folders(tiny_model, tmp_
     shutil.copytree(tiny_model, first)
     shutil.copytree(tiny_model, second)
     recipe = PROJECT_ROOT / AUDIO_RECIPE
-    common = ["--max_samples", "2", *FAST, "--test_file", str(GOLD_TEST), "--audio_dir", str(GOLD_TEST.parent / "audio")]
+    common = ["--max_eval_samples", "2", *FAST, "--test_file", str(GOLD_TEST), "--audio_dir", str(GOLD_TEST.parent / "audio")]
     script_output("evaluate.py", [str(recipe), "--model_name_or_path", "models/first", *common], capsys)
     script_output("evaluate.py", [str(recipe), "--model_name_or_path", "models/second", *common], capsys)
     # The recipe's output_dir (outputs/tiny/slurp) holds one folder per evaluated model and split
@@ -437,7 +436,7 @@ def test_sharded_evaluation_on_two_cpu_processes_merges_every_item_once(audio_ev
     launched = run_command([*accelerate_command(), "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
                             "--main_process_port", str(free_port()),
                             "scripts/evaluate.py", AUDIO_RECIPE, "--model_name_or_path", tiny_model,
-                            "--output_dir", str(output_dir), "--max_samples", "7", *FAST], timeout=400)
+                            "--output_dir", str(output_dir), "--max_eval_samples", "7", *FAST], timeout=400)
     _, examples = examples_of(AUDIO_RECIPE, 7)
     ids = [example.id for example in examples]
 
@@ -465,7 +464,7 @@ def test_processes_that_do_not_join_one_group_fail_instead_of_each_evaluating_ev
     result = subprocess.run(
         [*accelerate_command(), "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
          "--main_process_port", str(free_port()), "scripts/evaluate.py", AUDIO_RECIPE, "--use_cpu", "false",
-         "--model_name_or_path", tiny_model, "--output_dir", str(output_dir), "--max_samples", "4", *FAST],
+         "--model_name_or_path", tiny_model, "--output_dir", str(output_dir), "--max_eval_samples", "4", *FAST],
         cwd=PROJECT_ROOT, env={**subprocess_env(), "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
         timeout=400,
     )

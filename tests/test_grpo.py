@@ -12,12 +12,12 @@ from helpers import json_object_lines, warning_lines
 from trl import GRPOConfig
 
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import ModelArguments, TaskArguments
+from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.models import load_model_and_processor
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.grpo import AudioGRPOTrainer
 from audio_recipes.rewards import get_reward_funcs
-from audio_recipes.tasks import get_task
-from audio_recipes.tiny_models import ensure_tiny_model
-from audio_recipes.trainers.grpo import AudioGRPOTrainer
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def rows():
     data = ROOT / "data/tiny/audio_choice"
     args = TaskArguments(task="mmar", train_file=str(data / "mmar_train.jsonl"), test_file=str(data / "mmar_test.jsonl"),
                          audio_dir=str(data), build_data_if_missing=True)
-    return [example.to_row() for example in get_task("mmar", args).examples("train")[:2]]
+    return [example.to_row() for example in recipe_task(args).examples("train")[:2]]
 
 
 # The audio GRPO trainer on a Whisper-style audio LM and on an Omni thinker (M-RoPE, its own processor)

@@ -18,14 +18,15 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from audio_recipes import training
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.hub import HubError, check_push_access, resolve_model, write_model_card
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.paths import PROJECT_ROOT
+from audio_recipes.pipelines import sft
+from audio_recipes.recipe import parse_recipe
 from audio_recipes.tasks import get_task
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"
 
@@ -271,7 +272,7 @@ def test_the_model_card_use_command_runs_as_written(script, recipe, tmp_path):
     card's `python scripts/...` is, the command evaluates the model."""
     import shutil
 
-    from audio_recipes.evaluation import default_evaluation_dir
+    from audio_recipes.pipelines.evaluate import default_evaluation_dir
 
     ensure_tiny_model("qwen2-audio")
     output = tmp_path / "trained"
@@ -304,17 +305,17 @@ def train_in_process(recipe: str, output_dir: Path, tiny_model: Path, monkeypatc
     """run_sft as sft.py calls it, for 2 steps; returns the trainer, whose model is the one in memory."""
     trainers = []
 
-    class RecordingTrainer(training.AudioSFTTrainer):
+    class RecordingTrainer(sft.AudioSFTTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             trainers.append(self)
 
-    monkeypatch.setattr(training, "AudioSFTTrainer", RecordingTrainer)
+    monkeypatch.setattr(sft, "AudioSFTTrainer", RecordingTrainer)
     argv = [recipe, "--output_dir", str(output_dir), "--model_name_or_path", str(tiny_model), "--max_steps", "2",
             "--per_device_train_batch_size", "2", "--max_train_samples", "8", "--logging_steps", "1", *extra]
-    model_args, task_args, training_args, _ = parse_recipe((ModelArguments, TaskArguments, training.SFTConfig,
+    model_args, task_args, training_args, _ = parse_recipe((ModelArguments, TaskArguments, sft.SFTConfig,
                                                             EvalArguments), argv)
-    training.run_sft(model_args, task_args, training_args, recipe_path=recipe)
+    sft.run_sft(model_args, task_args, training_args, recipe_path=recipe)
     return trainers[-1], task_args
 
 
@@ -379,7 +380,7 @@ def test_evaluation_metrics_are_added_to_the_card(tmp_path):
 def test_relative_tiny_base_of_an_adapter_resolves_from_any_folder(tmp_path, monkeypatch):
     from audio_recipes.hub import resolve_model
     from audio_recipes.paths import PROJECT_ROOT
-    from audio_recipes.tiny_models import ensure_tiny_model
+    from audio_recipes.testing.tiny_models import ensure_tiny_model
 
     ensure_tiny_model("qwen2-audio")
     adapter = tmp_path / "adapter"

@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

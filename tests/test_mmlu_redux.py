@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from audio_recipes.choice_scoring import continuation_loglikelihoods, encode_pair
-from audio_recipes.mmlu_redux import (
+from audio_recipes.decoding import continuation_loglikelihoods, encode_pair
+from audio_recipes.errors import DataError
+from audio_recipes.pipelines.mmlu_redux import (
     MmluData,
     MmluItem,
     comparison_table,
@@ -19,8 +20,7 @@ from audio_recipes.mmlu_redux import (
     score_items,
     summarize,
 )
-from audio_recipes.tasks.base import DataError
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 HEADER = "question,choices,answer,error_type,source,correct_answer,potential_reason"
 

@@ -13,18 +13,19 @@ from peft import get_peft_model
 from safetensors import safe_open
 from trl import SFTConfig
 
-from audio_recipes import tiny_omni_models
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.models import (
-    AUDIO_ONLY_PROCESSORS,
+    family_for_model_type,
     load_model_and_processor,
     load_processor,
     lora_config,
     merge_adapter,
     model_class_for,
 )
-from audio_recipes.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
-from audio_recipes.training import build_trainer
+from audio_recipes.pipelines.sft import build_trainer
+from audio_recipes.recipe import parse_recipe
+from audio_recipes.testing import tiny_omni_models
+from audio_recipes.testing.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -201,7 +202,7 @@ def test_full_omni_checkpoint_loads_as_its_thinker_without_the_talker(name, mode
     # Every thinker tensor of the checkpoint is in the model; the talker's are left on disk
     assert sum(v.numel() for v in parameters.values()) == sum(
         v.numel() for k, v in tensors.items() if k.startswith("thinker."))
-    assert isinstance(processor, AUDIO_ONLY_PROCESSORS[OMNI[name]])
+    assert isinstance(processor, family_for_model_type(OMNI[name]).audio_only_processor)
 
 
 def test_a_saved_thinker_loads_back_by_its_own_model_type(name, model_dir, tmp_path):
@@ -214,7 +215,7 @@ def test_a_saved_thinker_loads_back_by_its_own_model_type(name, model_dir, tmp_p
 
 
 def test_audio_only_processor_is_the_real_class_and_saves_as_it(name, processor, tmp_path):
-    real = AUDIO_ONLY_PROCESSORS[OMNI[name]].__mro__[2]
+    real = family_for_model_type(OMNI[name]).audio_only_processor.__mro__[2]
     assert real.__name__ == type(processor).__name__ and isinstance(processor, real)
     assert real.__module__.startswith("transformers.models.")
     assert not hasattr(processor, "video_processor") and not hasattr(processor, "image_processor")
@@ -358,7 +359,7 @@ def test_omni_recipe_evaluates_an_adapter_merged_or_not_with_the_same_answers(na
     outputs = {}
     for merge in ("false", "true"):
         metrics = run_evaluate([str(recipe_file), "--model_name_or_path", str(tmp_path / "adapter"), "--output_dir",
-                                str(tmp_path / f"merge-{merge}"), "--max_samples", "3", "--max_new_tokens", "8",
+                                str(tmp_path / f"merge-{merge}"), "--max_eval_samples", "3", "--max_new_tokens", "8",
                                 "--merge_adapter", merge], monkeypatch, capsys)
         assert metrics["num_gold"] == 3 and metrics["num_missing"] == 0
         rows = [json.loads(line) for line in (tmp_path / f"merge-{merge}" / "raw_outputs.jsonl").open()]

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audio_recipes.prepare import PREPARE_BUILDERS, run_builder
+from audio_recipes.errors import DataError
+from audio_recipes.models.speech_vocabulary import speech_answer
+from audio_recipes.prepare import DATA_BUILDERS, run_builder
 from audio_recipes.prepare.speech_tokens import split_rows
-from audio_recipes.speech_vocabulary import speech_answer
-from audio_recipes.tasks.base import DataError
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_split_rows_keeps_at_least_one_row_and_refuses_impossible_ratios():
 
 
 def test_prepare_data_script_dispatches_by_name(tmp_path):
-    assert PREPARE_BUILDERS["speech_tokens"] == "speech_tokens"
+    assert DATA_BUILDERS.get("speech_tokens") == "audio_recipes.prepare.speech_tokens"
     source = write_parquet(tmp_path / "s.parquet", question=["Q?"], answer=["A."], speech_tokens=[[9]])
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "speech_tokens", "--input", source,
                              "--output_file", str(tmp_path / "t.jsonl")], capture_output=True, text=True, timeout=300)

@@ -67,5 +67,5 @@ def test_tiny_qlora_training_and_an_omni_evaluation_print_no_warning(tmp_path):
                           "--max_train_samples", "2", "--output_dir", str(tmp_path / "qlora")], timeout=600)
     assert warning_lines(result.stderr) + warning_lines(result.stdout) == []
     result = run_command([sys.executable, "scripts/evaluate.py", "recipes/tiny/mmar_qwen3_omni.yaml",
-                          "--max_samples", "2", "--output_dir", str(tmp_path / "omni")], timeout=600)
+                          "--max_eval_samples", "2", "--output_dir", str(tmp_path / "omni")], timeout=600)
     assert warning_lines(result.stderr) + warning_lines(result.stdout) == []

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from trl import SFTConfig
 
-from audio_recipes.configs import EvalArguments, ModelArguments, RewardArguments, TaskArguments, parse_recipe
+from audio_recipes.config import EvalArguments, ModelArguments, RestArguments, RewardArguments, TaskArguments
+from audio_recipes.pipelines.rest import RestLoop, keep_samples, sample_examples
+from audio_recipes.pipelines.sft import run_sft
+from audio_recipes.recipe import parse_recipe
 from audio_recipes.tasks.base import Example
-from audio_recipes.tiny_models import ensure_tiny_model
-from audio_recipes.trainers.rest import RestArguments, RestLoop, keep_samples, sample_examples
-from audio_recipes.training import run_sft
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = (ModelArguments, TaskArguments, RewardArguments, SFTConfig, EvalArguments, RestArguments)
@@ -90,7 +91,7 @@ def sampled(folder: Path) -> dict[str, str]:
 def test_resumed_generate_phase_draws_the_samples_of_an_uninterrupted_one(tmp_path, monkeypatch):
     """Each sample is drawn from its own seed (seed, iteration, sample id): a generate phase killed after two batches
     and rerun, in batches of another size, writes what an uninterrupted run wrote."""
-    import audio_recipes.generation as generation
+    from audio_recipes import decoding
 
     model = ensure_tiny_model("qwen2-audio")
 
@@ -108,7 +109,7 @@ def test_resumed_generate_phase_draws_the_samples_of_an_uninterrupted_one(tmp_pa
     expected = sampled(generate(tmp_path / "uninterrupted", 4))
     assert len(expected) == 16 and len(set(expected.values())) > 1  # sampled, not one greedy answer
 
-    decode_batch, calls = generation.decode_batch, []
+    decode_batch, calls = decoding.decode_batch, []
 
     def killed_at_the_third_batch(*args, **kwargs):
         calls.append(1)
@@ -116,11 +117,54 @@ def test_resumed_generate_phase_draws_the_samples_of_an_uninterrupted_one(tmp_pa
             raise Interrupted
         return decode_batch(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "decode_batch", killed_at_the_third_batch)
+    monkeypatch.setattr(decoding, "decode_batch", killed_at_the_third_batch)
     with pytest.raises(Interrupted):
         generate(tmp_path / "resumed", 4)
-    monkeypatch.setattr(generation, "decode_batch", decode_batch)
+    monkeypatch.setattr(decoding, "decode_batch", decode_batch)
     folder = tmp_path / "resumed" / "iteration-0"
     assert len(sampled(folder)) == 8 and not (folder / "samples.done").exists()
     generate(tmp_path / "resumed", 3)  # the rerun batches the 8 left 3 at a time
     assert sampled(folder) == expected
+
+
+class Captured(Exception):
+    """Stops a phase once what it would run with is seen."""
+
+
+def test_rest_samples_and_trains_on_the_same_rendered_template(tmp_path, monkeypatch):
+    """ReST once built its sampling collator without the recipe's chat template switches: with `enable_thinking:
+    false` it sampled with the thinking prompt and fine-tuned without it. Both phases now render the same prompt."""
+    from audio_recipes.pipelines import rest
+
+    model = ensure_tiny_model("qwen3-omni-moe")  # a template with the thinking switch
+    parsed = parse_recipe(TYPES, [str(ROOT / "recipes/tiny/mmar_rest.yaml"), "--model_name_or_path", str(model),
+                                  "--enable_thinking", "false", "--lora_target_preset", "attention",
+                                  "--output_dir", str(tmp_path)])
+    loop = RestLoop(*parsed, recipe_path="recipes/tiny/mmar_rest.yaml")
+    row = loop.train_examples[0].to_row()
+    rendered = {}
+
+    def sampling(model, collator, task, examples, output, **kwargs):
+        rendered["sampled"] = collator.prompt_texts([row])[0]
+        raise Captured
+
+    monkeypatch.setattr(rest, "run_generation", sampling)
+    with pytest.raises(Captured):
+        loop.generate(0, tmp_path / "iteration-0")
+
+    build_trainer = rest.build_trainer
+
+    def training(*args, **kwargs):
+        rendered["trained"] = build_trainer(*args, **kwargs).collator.prompt_texts([row])[0]
+        raise Captured
+
+    monkeypatch.setattr(rest, "build_trainer", training)
+    folder = tmp_path / "iteration-0"
+    folder.mkdir(exist_ok=True)
+    kept = {"id": f"{row['id']}#0", "question_id": row["id"], "raw_output": row["completion"], "reward": 1.0}
+    (folder / "kept.jsonl").write_text(json.dumps(kept) + "\n")
+    with pytest.raises(Captured):
+        loop.train(0, folder)
+
+    assert rendered["sampled"] == rendered["trained"]
+    assert rendered["sampled"].endswith("<think>\n\n</think>\n\n")  # the switch reached both: thinking off

@@ -371,3 +371,44 @@ def test_google_hermit_partial_coverage(slurp_test, published):
         "char_f1": 68.12,
         "slu_f1": 66.00,
     }
+
+
+# ---------------------------------------------------------------- one rule for SLURP's gold entities
+
+
+def test_slurp_token_ids_are_their_positions_in_the_data_the_project_carries():
+    """SLURP's spans could be read by token id or by position; in the published rows they are the same, and the one
+    rule (slurp_gold_entities, by position as SLURP's own scripts read them) serves targets, rewards and scoring."""
+    from audio_recipes.io import read_jsonl
+    from audio_recipes.paths import ASSETS_DIR
+
+    rows = read_jsonl(ASSETS_DIR / "slurp" / "devel.jsonl") + read_jsonl(ASSETS_DIR / "slurp" / "test.jsonl")
+    assert all(token["id"] == position for row in rows for position, token in enumerate(row["tokens"]))
+
+
+def test_slurp_token_ids_are_their_positions_in_the_full_annotations(shared_data):
+    from audio_recipes.io import read_jsonl
+
+    for split in ("devel", "test"):
+        rows = read_jsonl(shared_data / "slurp" / f"{split}.jsonl")
+        assert all(token["id"] == position for row in rows for position, token in enumerate(row["tokens"])), split
+
+
+def test_training_targets_and_the_slu_reward_read_gold_entities_by_the_scorers_rule(tmp_path):
+    """A row whose token ids are not their positions (no published row is one) tells the two rules apart: the
+    target, the reward and the score all take the span by position."""
+    from audio_recipes.config import TaskArguments
+    from audio_recipes.rewards import REWARDS
+    from audio_recipes.tasks import get_task
+
+    row = {"slurp_id": 1, "sentence": "wake me up at seven", "scenario": "alarm", "action": "set",
+           "tokens": [{"id": 4 - position, "surface": word} for position, word in enumerate("wake me up at seven".split())],
+           "entities": [{"type": "time", "span": [4]}], "recordings": []}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    assert slurp_gold_entities(row) == [{"type": "time", "filler": "seven"}]  # position 4; id 4 is "wake"
+    task = get_task("slurp", TaskArguments(task="slurp", train_file=str(path), input_mode="text"))
+    target = json.loads(task.examples("train")[0].completion)
+    assert target["entities"] == [{"time": "seven"}]
+    reward = REWARDS.get("slu_f1")([task.examples("train")[0].completion], reference=[json.dumps(row)])
+    assert reward == [1.0]

@@ -12,13 +12,13 @@ import soundfile as sf
 
 from audio_recipes.audio import mean_power
 from audio_recipes.paths import ASSETS_DIR
-from audio_recipes.prepare.speech_detection import (
+from audio_recipes.tasks.speech_detection.builder import (
     SAMPLING_RATE,
     SpeechDetectionDataError,
     build_clip,
     build_speech_detection,
 )
-from audio_recipes.tiny_data import SYNTHETIC_SOUNDS, write_synthetic_sounds
+from audio_recipes.testing.tiny_data import SYNTHETIC_SOUNDS, write_synthetic_sounds
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ASSETS_DIR / "audio"  # the speech and noise recordings the repository carries

@@ -13,9 +13,9 @@ import pytest
 
 from audio_recipes.metrics.classification import INVALID, mcnemar_exact
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.seeds import summarize
+from audio_recipes.pipelines.seeds import summarize
 from audio_recipes.tasks.speech_detection import PREDICTION_COLUMNS
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 RECIPE = "recipes/tiny/speech_detection_zeroshot.yaml"
 
@@ -93,7 +93,7 @@ def test_report_puts_model_and_baseline_side_by_side_with_mcnemar_and_psychometr
 
 def test_free_generation_counts_outputs_that_name_no_label(scored_eval, tmp_path, monkeypatch, capsys):
     out = tmp_path / "generate"
-    stdout = run_script("evaluate.py", [RECIPE, "--output_dir", str(out), "--decoding", "generate", "--max_samples",
+    stdout = run_script("evaluate.py", [RECIPE, "--output_dir", str(out), "--decoding", "generate", "--max_eval_samples",
                                         "4", "--baseline", "", "--max_new_tokens", "4"], monkeypatch, capsys)
     metrics = json.loads(stdout.strip().splitlines()[-1])
     predictions = pd.read_parquet(out / "predictions.parquet")
@@ -128,7 +128,7 @@ def test_seed_summary_is_mean_and_sample_std():
 
 def test_several_seeds_in_one_command_with_a_summary_table(scored_eval, tmp_path, monkeypatch, capsys):
     stdout = run_script("seeds.py", [RECIPE, "--seeds", "42", "123", "--seeds_dir", str(tmp_path / "seeds"),
-                                     "--evaluate_only", "--max_samples", "6", "--baseline", ""], monkeypatch, capsys)
+                                     "--evaluate_only", "--max_eval_samples", "6", "--baseline", ""], monkeypatch, capsys)
     summary = json.loads((tmp_path / "seeds" / "seeds_summary.json").read_text())
     per_seed = [json.loads((tmp_path / "seeds" / f"seed-{s}" / "eval" / "metrics.json").read_text()) for s in (42, 123)]
     assert summary["summary"]["accuracy"]["mean"] == pytest.approx(np.mean([m["accuracy"] for m in per_seed]))

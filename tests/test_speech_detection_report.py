@@ -5,7 +5,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from audio_recipes.reports.speech_detection import (
+from audio_recipes.tasks.speech_detection.report import (
     PSYCHOMETRIC_PNG,
     psychometric,
     psychometric_figure,

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 from helpers import write_short_wav
 
-from audio_recipes.configs import TaskArguments
+from audio_recipes.config import TaskArguments
+from audio_recipes.errors import DataError
 from audio_recipes.metrics.classification import INVALID
-from audio_recipes.tasks import DataError, get_task
+from audio_recipes.tasks import get_task
 from audio_recipes.tasks.speech_detection import PREDICTION_COLUMNS, parse_answer
 
 

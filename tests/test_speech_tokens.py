@@ -9,15 +9,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
-from audio_recipes.collators import IGNORE_INDEX
-from audio_recipes.configs import EvalArguments, ModelArguments, RecipeError, TaskArguments, parse_recipe
-from audio_recipes.evaluation import answer_prompts
+from audio_recipes.collators import IGNORE_INDEX, build_collator
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.models import TextEmbeddingRowsFreezer, extend_speech_vocabulary
-from audio_recipes.speech_vocabulary import SpeechVocabulary, speech_answer
+from audio_recipes.models.speech_vocabulary import SpeechVocabulary, speech_answer
+from audio_recipes.pipelines.evaluate import answer_prompts
+from audio_recipes.pipelines.sft import build_trainer, run_sft
+from audio_recipes.recipe import parse_recipe
 from audio_recipes.tasks import get_task
-from audio_recipes.tasks.base import DataError, Example
-from audio_recipes.tiny_models import ensure_tiny_model
-from audio_recipes.training import build_trainer, chat_collator, run_sft
+from audio_recipes.tasks.base import Example
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
@@ -176,7 +178,7 @@ def test_gradient_of_text_rows_is_masked(tiny_qwen3):
 def test_loss_falls_on_the_assistant_turn_only(tiny_qwen3):
     model, tokenizer = load(tiny_qwen3)
     vocabulary = extend_speech_vocabulary(model, tokenizer, ModelArguments(num_speech_tokens=4096))
-    collator = chat_collator(tokenizer, TaskArguments(task="speech_tokens", enable_thinking=False),
+    collator = build_collator(tokenizer, TaskArguments(task="speech_tokens", enable_thinking=False),
                              with_completion=True)
     completion = speech_answer("Paris.", [5, 4095, 5])
     batch = collator([{"id": "a", "audio": None, "system": "", "prompt": "Capital of France?",

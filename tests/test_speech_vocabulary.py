@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from audio_recipes.speech_vocabulary import (
+from audio_recipes.models.speech_vocabulary import (
     SPEECH_END,
     SPEECH_START,
     SpeechVocabulary,
@@ -12,7 +12,7 @@ from audio_recipes.speech_vocabulary import (
     speech_token,
     speech_vocabulary_tokens,
 )
-from audio_recipes.tiny_models import ensure_tiny_model
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 
 def test_answer_format_round_trips():

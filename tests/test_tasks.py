@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import write_short_wav
 
-from audio_recipes.configs import TaskArguments
-from audio_recipes.speech_synthesis import espeak_available
-from audio_recipes.tasks import DataError, get_task
+from audio_recipes.config import TaskArguments
+from audio_recipes.errors import DataError
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.tasks import get_task
 from audio_recipes.tasks.slu_format import parse_slu_output
+from audio_recipes.testing.speech_synthesis import espeak_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +166,7 @@ def test_tiny_speech_massive_data_is_built_on_first_use(tmp_path):
     args = TaskArguments(task="speech_massive", locale="fr-FR", train_file=str(folder / "train_115.jsonl"),
                          eval_file=str(folder / "validation.jsonl"), test_file=str(folder / "test.jsonl"),
                          audio_dir=str(folder / "audio"), build_data_if_missing=True)
-    task = get_task("speech_massive", args)
+    task = recipe_task(args)
     train, test = task.examples("train"), task.examples("test")
     assert len(train) == 16 and len(test) == 4
     assert all(Path(e.audio).stat().st_size > 1000 for e in train + test)
@@ -201,21 +203,21 @@ def test_text_only_fraction_adds_the_first_rows_again_without_audio():
     from helpers import recipe_args
 
     args = recipe_args(TaskArguments, "recipes/tiny/slurp.yaml", max_train_samples=4, text_only_fraction=0.5)
-    task = get_task("slurp", args)
+    task = recipe_task(args)
     examples = task.examples("train")
     audio, text = examples[:4], examples[4:]
     assert all(e.audio for e in audio) and len(text) == 2 and not any(e.audio for e in text)
     # The same sentences, in the 'text' input mode: the transcript in the prompt, the same target
-    plain_text = get_task("slurp", recipe_args(TaskArguments, "recipes/tiny/slurp_text.yaml")).examples("train")[:2]
+    plain_text = recipe_task(recipe_args(TaskArguments, "recipes/tiny/slurp_text.yaml")).examples("train")[:2]
     assert [(e.prompt, e.completion) for e in text] == [(e.prompt, e.completion) for e in plain_text]
     assert [e.completion for e in text] == [e.completion for e in audio[:2]]
-    assert task.examples("test") == get_task("slurp", recipe_args(TaskArguments, "recipes/tiny/slurp.yaml")).examples("test")
+    assert task.examples("test") == recipe_task(recipe_args(TaskArguments, "recipes/tiny/slurp.yaml")).examples("test")
 
 
 def test_text_only_fraction_needs_an_audio_input_mode():
     from helpers import recipe_args
 
-    task = get_task("slurp", recipe_args(TaskArguments, "recipes/tiny/slurp_text.yaml", text_only_fraction=0.5))
+    task = recipe_task(recipe_args(TaskArguments, "recipes/tiny/slurp_text.yaml", text_only_fraction=0.5))
     with pytest.raises(ValueError, match="text_only_fraction 0.5 needs an audio input_mode"):
         task.examples("train")
 
@@ -310,7 +312,7 @@ def test_a_mistyped_audio_dir_beside_the_tiny_data_is_an_error_not_a_rebuild(tmp
     args = TaskArguments(task="slurp", train_file=str(folder / "train.jsonl"), test_file=str(folder / "test.jsonl"),
                          audio_dir=str(folder / "audoi"), build_data_if_missing=True)
     with pytest.raises(DataError, match=r"not found: audio_dir .*audoi; the tiny slurp data in .* holds audio, "):
-        get_task("slurp", args).examples("test")
+        recipe_task(args).examples("test")
     assert sorted(path.name for path in folder.iterdir()) == before
 
 

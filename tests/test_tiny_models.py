@@ -16,19 +16,21 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from audio_recipes import tiny_models
-from audio_recipes.tiny_models import (
+from audio_recipes.testing import tiny_models, tokenizer
+from audio_recipes.testing.tiny_models import (
+    TINY_MODEL_BUILDERS,
+    build_tiny_qwen2_audio,
+    ensure_tiny_model,
+    smoke_check,
+)
+from audio_recipes.testing.tokenizer import (
     AUDIO_BOS,
     AUDIO_EOS,
     AUDIO_TOKEN,
     ENDOFTEXT,
     IM_END,
     IM_START,
-    TINY_MODEL_BUILDERS,
-    build_tiny_qwen2_audio,
     build_tiny_tokenizer,
-    ensure_tiny_model,
-    smoke_check,
 )
 
 SR = 16000
@@ -103,7 +105,7 @@ def test_loads_with_the_real_classes_and_shapes(model_dir, processor, model):
 def test_special_tokens_match_qwen2_audio(model_dir, processor, model):
     tok = processor.tokenizer
     ids = tok.convert_tokens_to_ids([ENDOFTEXT, IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS])
-    n_bpe = tiny_models.BPE_VOCAB_SIZE
+    n_bpe = tokenizer.BPE_VOCAB_SIZE
     assert ids == list(range(n_bpe, n_bpe + 6)), "specials follow the BPE vocabulary in Qwen's order"
     assert [ENDOFTEXT, IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS] == [
         "<|endoftext|>",
@@ -246,7 +248,7 @@ def test_tokenizer_matches_transformers_qwen2_pipeline():
     reference = Qwen2Tokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
     for text in ROUND_TRIP_TEXTS[:-2] + ["It's 7:30; we've 12,345 items (ok?)"]:
         assert ours.encode(text, add_special_tokens=False) == reference.encode(text, add_special_tokens=False)
-    assert len(model["vocab"]) == tiny_models.BPE_VOCAB_SIZE
+    assert len(model["vocab"]) == tokenizer.BPE_VOCAB_SIZE
     assert ours.backend_tokenizer.normalizer.__class__.__name__ == "NFC"
 
 

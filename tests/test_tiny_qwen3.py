@@ -6,14 +6,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Tokenizer, Qwen3ForCausalLM
 
-from audio_recipes import tiny_models
-from audio_recipes.tiny_models import (
+from audio_recipes.testing.tiny_models import (
     QWEN3_ADDED_TOKENS,
     QWEN3_SPECIAL_TOKENS,
     TINY_MODEL_BUILDERS,
     build_tiny_qwen3,
     smoke_check,
 )
+from audio_recipes.testing.tokenizer import BPE_VOCAB_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_model_mirrors_qwen3_0_6b(model_dir, tokenizer):
 
 
 def test_added_tokens_follow_the_bpe_in_qwen3s_order(tokenizer):
-    n_bpe = tiny_models.BPE_VOCAB_SIZE
+    n_bpe = BPE_VOCAB_SIZE
     tokens = list(QWEN3_SPECIAL_TOKENS + QWEN3_ADDED_TOKENS)
     assert len(tokens) == 26  # 151643..151668 in the real tokenizer
     assert tokenizer.convert_tokens_to_ids(tokens) == list(range(n_bpe, n_bpe + 26))
@@ -82,5 +82,5 @@ def test_chat_template_renders_like_qwen3(tokenizer):
 
 def test_smoke_check_dispatches_to_the_text_lm_check(model_dir):
     figures = smoke_check(model_dir)
-    assert figures["tied_embeddings"] is True and figures["tokenizer_size"] == tiny_models.BPE_VOCAB_SIZE + 26
+    assert figures["tied_embeddings"] is True and figures["tokenizer_size"] == BPE_VOCAB_SIZE + 26
     assert len(figures["new_tokens"]) == 5 and torch.isfinite(torch.tensor(figures["loss"]))

@@ -9,9 +9,10 @@ import torch
 from trl import SFTConfig
 
 from audio_recipes.collators import AudioChatCollator
-from audio_recipes.configs import EvalArguments, ModelArguments, TaskArguments, parse_recipe
-from audio_recipes.tiny_models import ensure_tiny_model
-from audio_recipes.training import build_trainer, run_sft
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.pipelines.sft import build_trainer, run_sft
+from audio_recipes.recipe import parse_recipe
+from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
@@ -113,7 +114,7 @@ def test_qlora_without_bf16_trains_its_parameters_in_float32(tmp_path):
     """TRL casts a 4-bit model's trainable parameters (LoRA and the full copies of lora_modules_to_save) to bf16
     whatever `bf16` says; a recipe with bf16 off gets them back in float32, and they stay so through a step."""
     pytest.importorskip("bitsandbytes")
-    from audio_recipes.training import keep_trainable_parameters_in_full_precision
+    from audio_recipes.pipelines.sft import keep_trainable_parameters_in_full_precision
 
     model_args, task_args, training_args = recipe(
         "speech_detection", tmp_path, "--max_steps", "1", "--max_train_samples", "4", "--per_device_train_batch_size",

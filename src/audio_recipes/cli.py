@@ -23,8 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from audio_recipes.configs import RecipeError
-from audio_recipes.errors import InputError
+from audio_recipes.errors import InputError, RecipeError
 
 DATA_ERROR = 1
 USAGE_ERROR = 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,11 +12,9 @@ import soundfile
 import torch
 
 from audio_recipes.audio import AudioStats, load_audio_batch
-from audio_recipes.audio_window import (
-    allow_short_audio_windows,
-    is_whisper_window_processor,
-    short_window_samples,
-)
+from audio_recipes.audio.window import allow_short_audio_windows, short_window_samples
+from audio_recipes.config import TaskArguments
+from audio_recipes.models.families import ModelFamily, family_for_processor
 
 IGNORE_INDEX = -100
 SILENT_CLIP_SECONDS = 1.0
@@ -63,14 +60,14 @@ class AudioChatCollator:
     trainable encoder gets a zero gradient there, as on ranks with audio.
 
     `short_audio_window`: Qwen2-Audio's features and encoder window are cut to the batch's longest clip instead
-    of 30 s, with the same outputs (see audio_recipes.audio_window).
+    of 30 s, with the same outputs (see audio_recipes.audio.window).
     """
 
     processor: Any
     with_completion: bool = True
     padding_side: str = "right"
     audio_options: AudioOptions = field(default_factory=AudioOptions)
-    end_of_turn: str = "<|im_end|>"
+    family: ModelFamily | None = None
     stats: AudioStats = field(default_factory=AudioStats)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. enable_thinking for Qwen3
     silent_clip_for_text_batches: bool = False
@@ -84,11 +81,14 @@ class AudioChatCollator:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        if self.family is None:
+            self.family = family_for_processor(self.processor)
+        self.end_of_turn = self.family.end_of_turn
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one (Qwen models pad with <|endoftext|>)")
         feature_extractor = getattr(self.processor, "feature_extractor", None)
         self.sampling_rate = feature_extractor.sampling_rate if feature_extractor is not None else None
-        self.short_audio_window = self.short_audio_window and is_whisper_window_processor(self.processor)
+        self.short_audio_window = self.short_audio_window and self.family.whisper_window
         if self.short_audio_window:
             allow_short_audio_windows()
 
@@ -180,12 +180,8 @@ class AudioChatCollator:
         return len(text) + max(audio_tokens - 1, 0)
 
     def audio_token_count(self, samples: int) -> int:
-        """Placeholders a clip of `samples` expands to: the processor's own count where it has one (the Omni
-        processors; Qwen3-Omni's encoder is not Whisper's), else Whisper-style (conv stride, then pooling)."""
-        if hasattr(self.processor, "_get_num_multimodal_tokens"):
-            return self.processor._get_num_multimodal_tokens(audio_lengths=[samples])["num_audio_tokens"][0]
-        frames = math.ceil(samples / self.processor.feature_extractor.hop_length)
-        return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+        """Placeholders a clip of `samples` expands to, by the family's rule."""
+        return self.family.placeholder_count(self.processor, samples)
 
     def silent_clip_inputs(self) -> tuple[list[int], dict[str, torch.Tensor]]:
         """Token ids of a user turn holding a silent clip (placeholders expanded by the processor) and its features."""
@@ -212,3 +208,17 @@ class AudioChatCollator:
 
 def attach(row: list[int], extra: list[int], before: bool) -> list[int]:
     return extra + row if before else row + extra
+
+
+def audio_options(task_args: TaskArguments) -> AudioOptions:
+    return AudioOptions(task_args.max_audio_seconds, task_args.on_too_long, task_args.peak_normalize)
+
+
+def build_collator(processor, task_args: TaskArguments, *, with_completion: bool, padding_side: str = "right",
+                   silent_clip_for_text_batches: bool = False) -> AudioChatCollator:
+    """The collator a recipe asks for (its audio options and chat template switches): the one way the pipelines
+    build one, so that training, sampling and evaluation render the same template."""
+    template_kwargs = {} if task_args.enable_thinking is None else {"enable_thinking": task_args.enable_thinking}
+    return AudioChatCollator(processor, with_completion=with_completion, padding_side=padding_side,
+                             audio_options=audio_options(task_args), chat_template_kwargs=template_kwargs,
+                             silent_clip_for_text_batches=silent_clip_for_text_batches)

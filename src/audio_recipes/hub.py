@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import InputError
+from audio_recipes.io import write_text_atomic
 from audio_recipes.paths import PROJECT_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -202,9 +203,9 @@ def _is_card_safe(key: str) -> bool:
 def write_model_card(output_dir: str | Path, **card_fields: Any) -> Path:
     """README.md from the card fields, which are kept beside it so that evaluation can add its metrics."""
     output_dir = Path(output_dir)
-    _write_atomic(output_dir / CARD_FIELDS, json.dumps(card_fields, indent=2, default=str))
+    write_text_atomic(output_dir / CARD_FIELDS, json.dumps(card_fields, indent=2, default=str))
     path = output_dir / "README.md"
-    _write_atomic(path, model_card(**card_fields))
+    write_text_atomic(path, model_card(**card_fields))
     return path
 
 
@@ -234,12 +235,6 @@ def _read_card_fields(model_dir: str | Path) -> dict[str, Any] | None:
     fields = json.loads(fields_path.read_text())
     fields.setdefault("evaluation_recipe", fields["recipe_path"])  # cards written before it was a field: SFT ones
     return fields
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def files_to_push(output_dir: str | Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Reward functions by name, shared by GRPO and ReST filtering: `REWARD_FUNCS_REGISTRY["choice_accuracy"]`.
+"""Reward functions by name, shared by GRPO and ReST filtering: `REWARDS.get("choice_accuracy")`.
 
 Each takes the sampled `completions` (strings, or TRL's conversational lists of messages) and the
 dataset's columns as keyword lists (`reference` holds each item's scorer fields as JSON), and returns one
@@ -7,18 +7,18 @@ float per completion. A malformed completion gets the lowest reward, never an ex
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 from audio_recipes.metrics.choice import extract_choice, strip_thinking
-from audio_recipes.metrics.slu import score_slu
+from audio_recipes.metrics.slu import score_slu, slurp_gold_entities
+from audio_recipes.registry import Registry
 from audio_recipes.tasks.slu_format import parse_slu_output
 
 RewardFunc = Callable[..., list[float]]
-REWARD_FUNCS_REGISTRY: dict[str, RewardFunc] = {}
+REWARDS: Registry[RewardFunc] = Registry("reward function")
 
 # Optional reasoning, then one answer tag, and nothing after it
 _ANSWER_FORMAT = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s*\S.*?</answer>\s*$", re.DOTALL)
@@ -27,19 +27,13 @@ _ANSWER_FORMAT = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s
 def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
     def register(func: RewardFunc) -> RewardFunc:
         func.__name__ = name  # TRL logs each reward under its function's name
-        REWARD_FUNCS_REGISTRY[name] = func
-        return func
+        return REWARDS.add(name, func)
 
     return register
 
 
 def get_reward_funcs(names: list[str]) -> list[RewardFunc]:
-    unknown = [name for name in names if name not in REWARD_FUNCS_REGISTRY]
-    if unknown:
-        close = {name: difflib.get_close_matches(name, list(REWARD_FUNCS_REGISTRY), n=1) for name in unknown}
-        hints = "; ".join(f"{name!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for name, c in close.items())
-        raise ValueError(f"unknown reward function {hints}; known: {', '.join(sorted(REWARD_FUNCS_REGISTRY))}")
-    return [REWARD_FUNCS_REGISTRY[name] for name in names]
+    return [REWARDS.get(name) for name in names]
 
 
 def completion_text(completion: Any) -> str:
@@ -81,9 +75,7 @@ def answer_format(completions: list[Any], **kwargs) -> list[float]:
 
 def _gold_slu(item: dict[str, Any]) -> dict[str, Any]:
     if "tokens" in item:  # a SLURP row
-        from audio_recipes.tasks.slurp import gold_entities
-
-        return {"scenario": item["scenario"], "action": item["action"], "entities": gold_entities(item)}
+        return {"scenario": item["scenario"], "action": item["action"], "entities": slurp_gold_entities(item)}
     return item
 
 

@@ -164,10 +164,12 @@ def distance_f1_counts(
 
 
 def slurp_gold_entities(row: dict) -> list[dict]:
-    """The gold entities of a SLURP jsonl row as ``[{"type", "filler"}]``.
+    """The gold entities of a SLURP jsonl row as ``[{"type", "filler"}]``: the one rule, for training targets,
+    the slu_f1 reward and scoring.
 
     The filler is the span's token surfaces, lowercased, joined by spaces; span entries index the
-    ``tokens`` list by position, as SLURP's ``util.release2prediction`` does.
+    ``tokens`` list by position, as SLURP's ``util.release2prediction`` does (in the published data every token's
+    ``id`` equals its position: tests/test_slu_metrics.py checks it on all of devel and test).
     """
     tokens = row.get("tokens") or []
     entities = []

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from audio_recipes.generation import write_jsonl_atomic
-from audio_recipes.speech_vocabulary import COSYVOICE_V1_SPEECH_TOKENS, speech_answer
-from audio_recipes.tasks.base import DataError, read_jsonl
+from audio_recipes.errors import DataError
+from audio_recipes.io import read_jsonl, write_jsonl_atomic
+from audio_recipes.models.speech_vocabulary import COSYVOICE_V1_SPEECH_TOKENS, speech_answer
 from audio_recipes.tasks.speech_tokens import chat_row_fields
 
 FIELDS = ("question", "answer", "speech_tokens", "id")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -13,14 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from audio_recipes.configs import TaskArguments
-from audio_recipes.errors import InputError
+from audio_recipes.config import TaskArguments
+from audio_recipes.errors import DataError
+from audio_recipes.registry import Registry
 
 SPLITS = ("train", "eval", "test")
-
-
-class DataError(InputError, ValueError):
-    """A data file or row that does not have the shape the task expects; names the file and row."""
 
 
 @dataclass
@@ -49,6 +44,9 @@ class Task(ABC):
     # What the model may be given (TaskArguments.input_mode); the first is the default. The recipe parser refuses
     # any other, so a task that reads no input_mode never runs in a mode it does not have
     input_modes: ClassVar[tuple[str, ...]] = ("audio",)
+    # Classic systems run on the same items beside the model (`baseline: NAME`): name -> a function from examples
+    # to output rows (`raw_output`, `confidence`, `latency_ms`)
+    baselines: ClassVar[dict[str, Callable[[list[Example]], list[dict[str, Any]]]]] = {}
 
     def __init__(self, args: TaskArguments):
         if args.input_mode is None:
@@ -73,8 +71,6 @@ class Task(ABC):
         """The items of `split` ('train', 'eval' or 'test'), with prompt and target built."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        if self.args.build_data_if_missing:
-            self.build_data_if_missing()
         examples = self.load_examples(split)
         source = self.data_file(split) or self.args.dataset_name
         if not examples:
@@ -107,24 +103,10 @@ class Task(ABC):
         return all(f is None or Path(f).is_file()
                    for f in (self.args.train_file, self.args.eval_file, self.args.test_file))
 
-    def tiny_data_builder(self) -> Callable[[Path], Path] | None:
-        """The builder of this task's small local data set (`builder(folder)`), or None where it has none."""
-        return None
-
     def named_data_paths(self) -> dict[str, str]:
         """The data paths the recipe sets: option name -> path."""
         keys = ("train_file", "eval_file", "test_file", "audio_dir")
         return {key: getattr(self.args, key) for key in keys if getattr(self.args, key)}
-
-    def build_data_if_missing(self) -> None:
-        """Build the task's small local data set where the recipe's files are absent (tiny recipes); only into a
-        folder the project owns, never over a user's files."""
-        builder = self.tiny_data_builder()
-        if builder is None:
-            raise DataError(f"task {self.name} has no tiny data set: build_data_if_missing cannot be used with it")
-        from audio_recipes.tiny_data import build_missing_data
-
-        build_missing_data(self.name, builder, self.named_data_paths())
 
     @abstractmethod
     def parse(self, text: str) -> dict[str, Any]:
@@ -139,6 +121,15 @@ class Task(ABC):
     def choices(self, example: Example) -> list[str] | None:
         """The completions the model may give, for label scoring and constrained decoding; None: free text only."""
         return None
+
+    def run_baseline(self, name: str, examples: list[Example]) -> list[dict[str, Any]]:
+        """A baseline's output rows, shaped like the model's (`id, raw_output, prediction, confidence, latency_ms`)."""
+        if name not in self.baselines:
+            raise ValueError(f"task {self.name} has no baseline {name!r} (its baselines: "
+                             f"{', '.join(sorted(self.baselines)) or 'none'})")
+        outputs = self.baselines[name](examples)
+        return [{"id": example.id, **output, "prediction": self.parse_for_item(example, output["raw_output"])}
+                for example, output in zip(examples, outputs, strict=True)]
 
     def official_prediction(self, example: Example, prediction: dict[str, Any]) -> dict[str, Any]:
         """One row of the task's official prediction file."""
@@ -161,39 +152,6 @@ class Task(ABC):
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         """score.py: a gold file as published and an official prediction file -> metrics."""
         raise NotImplementedError(f"task {self.name} has no file scorer")
-
-
-def read_text(path: str | Path) -> str:
-    """The text of a data or prediction file (JSON, JSON lines, CSV); one that is not UTF-8 raises a DataError
-    naming the file and the line of its first undecodable byte."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line, line_start = data.count(b"\n", 0, error.start) + 1, data.rfind(b"\n", 0, error.start) + 1
-        raise DataError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at byte "
-                        f"{error.start - line_start + 1} of the line); save the file as UTF-8") from error
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
-    path = Path(path)
-    rows = []
-    with io.StringIO(read_text(path), newline=None) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, line {line_number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 def rows_by_id(rows: list[dict[str, Any]], key: str = "id") -> tuple[dict[str, dict[str, Any]], int]:
@@ -263,3 +221,16 @@ def check_audio_files(examples: list[Example], data_file: str | Path, args: Task
         shown = "; ".join(f"row {example.id!r}: {example.audio}: {problem}" for example, problem in bad[:MAX_LISTED_FILES])
         more = f" (first {MAX_LISTED_FILES} shown)" if len(bad) > MAX_LISTED_FILES else ""
         raise DataError(f"{data_file}: {len(bad)} of {len(with_audio)} audio files cannot be used{more}: {shown}")
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: the task under its `name` (tasks/__init__.py imports every task module)."""
+    return TASKS.add(cls.name, cls)
+
+
+def get_task(name: str, args: TaskArguments | None = None) -> Task:
+    """The task `name`, with the recipe's task options (the task's defaults when none are given)."""
+    return TASKS.get(name)(args or TaskArguments(task=name))

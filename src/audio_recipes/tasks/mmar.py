@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audio_recipes.tasks import register_task
+from audio_recipes.tasks.base import register_task
 from audio_recipes.tasks.multiple_choice import MultipleChoiceTask
 
 

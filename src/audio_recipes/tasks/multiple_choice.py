@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from audio_recipes.errors import DataError
+from audio_recipes.io import read_jsonl, read_text
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, score_choices
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, rows_by_id
+from audio_recipes.tasks.base import Example, Task, check_audio_files, rows_by_id
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -66,10 +68,6 @@ class MultipleChoiceTask(Task):
         check_audio_files(examples, path, self.args)
         return examples
 
-    def tiny_data_builder(self):
-        from audio_recipes.tiny_data import build_tiny_audio_choice
-
-        return build_tiny_audio_choice
 
     def parse(self, text: str) -> dict[str, Any]:
         """The raw answer text; the choice is extracted against the item's choices in parse_for_item and
@@ -113,8 +111,6 @@ class MultipleChoiceTask(Task):
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """A JSON list (as the benchmarks' scripts read) or JSON lines."""
-    from audio_recipes.tasks.base import read_jsonl, read_text
-
     text = read_text(path)
     if text.lstrip().startswith("["):
         try:

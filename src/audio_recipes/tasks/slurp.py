@@ -7,11 +7,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl
+from audio_recipes.errors import DataError
+from audio_recipes.io import read_jsonl
+from audio_recipes.metrics.slu import score_slurp, slurp_gold_entities
+from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
-    normalize_filler,
     official_slu_row,
     parse_slu_output,
     slu_prompt,
@@ -22,22 +23,13 @@ REQUIRED_KEYS = ("slurp_id", "sentence", "scenario", "action", "tokens", "entiti
 SYSTEM_PROMPT = "You are a spoken language understanding system for a voice assistant."
 
 
-def gold_entities(row: dict[str, Any]) -> list[dict[str, str]]:
-    """SLURP's gold entities: the span's token surfaces, lowercased and joined by spaces."""
-    surfaces = {token["id"]: token["surface"] for token in row["tokens"]}
-    return [
-        {"type": entity["type"], "filler": normalize_filler(" ".join(surfaces[i] for i in entity["span"]))}
-        for entity in row["entities"]
-    ]
-
-
 def validate_row(row: dict[str, Any], where: str) -> None:
     missing = [key for key in REQUIRED_KEYS if key not in row]
     if missing:
         raise DataError(f"{where}: SLURP row lacks {', '.join(missing)} (expected keys: {', '.join(REQUIRED_KEYS)})")
-    token_ids = {token.get("id") for token in row["tokens"]}
+    positions = range(len(row["tokens"]))  # spans index the tokens by position (metrics.slu.slurp_gold_entities)
     for entity in row["entities"]:
-        if "type" not in entity or not set(entity.get("span", [None])) <= token_ids:
+        if "type" not in entity or not set(entity.get("span", [None])) <= set(positions):
             raise DataError(f"{where}: entity {entity} has no type or a span outside the sentence's tokens")
 
 
@@ -83,7 +75,7 @@ class SlurpTask(Task):
         for line_number, row in enumerate(read_jsonl(path), start=1):
             where = f"{path}, line {line_number} (slurp_id {row.get('slurp_id')})"
             validate_row(row, where)
-            entities = gold_entities(row)
+            entities = slurp_gold_entities(row)
             completion = slu_target(row["scenario"], row["action"], entities)
             prompt = slu_prompt(mode, row["sentence"])
             if mode == "text":
@@ -108,13 +100,11 @@ class SlurpTask(Task):
         return official_slu_row(self.prediction_key, example.id, prediction)
 
     def score(self, examples: list[Example], predictions: dict[str, dict], skip_missing: bool = False) -> dict:
-        from audio_recipes.metrics.slu import score_slurp
 
         gold_rows = [json.loads(example.reference) for example in examples]
         return score_slurp(gold_rows, list(predictions.values()), skip_missing=skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        from audio_recipes.metrics.slu import score_slurp
 
         gold_rows = read_jsonl(gold_path)
         for line_number, row in enumerate(gold_rows, start=1):
@@ -123,10 +113,6 @@ class SlurpTask(Task):
         check_prediction_keys(predictions, predictions_path)
         return score_slurp(gold_rows, predictions, skip_missing=skip_missing)
 
-    def tiny_data_builder(self):
-        from audio_recipes.tiny_data import build_tiny_slurp
-
-        return build_tiny_slurp
 
 
 def sample_rows(rows: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, check_audio_files, read_jsonl, rows_by_id
+from audio_recipes.errors import DataError
+from audio_recipes.io import read_jsonl
+from audio_recipes.metrics.slu import score_slu
+from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task, rows_by_id
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     entities_from_annotation,
@@ -121,14 +123,10 @@ class SpeechMassiveTask(Task):
         return official_slu_row("id", example.id, prediction)
 
     def score(self, examples: list[Example], predictions: dict[str, dict], skip_missing: bool = False) -> dict:
-        from audio_recipes.metrics.slu import score_slu
-
         gold = {example.id: json.loads(example.reference) for example in examples}
         return score_slu(gold, predictions, skip_missing=skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        from audio_recipes.metrics.slu import score_slu
-
         gold = {}
         for index, row in enumerate(read_rows(Path(gold_path))):
             check_row(row, f"{gold_path}, row {index} (id {row.get('id')})")
@@ -138,7 +136,3 @@ class SpeechMassiveTask(Task):
         predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
         return {**score_slu(gold, predictions, skip_missing=skip_missing), "num_duplicates": num_duplicates}
 
-    def tiny_data_builder(self):
-        from audio_recipes.tiny_data import build_tiny_speech_massive
-
-        return lambda folder: build_tiny_speech_massive(folder, locale=self.args.locale or "fr-FR")

@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audio_recipes.speech_vocabulary import SpeechVocabulary, parse_speech_answer
-from audio_recipes.tasks import register_task
-from audio_recipes.tasks.base import DataError, Example, Task, read_jsonl, rows_by_id
+from audio_recipes.errors import DataError
+from audio_recipes.io import read_jsonl
+from audio_recipes.metrics.speech_tokens import score_speech_answers
+from audio_recipes.models.speech_vocabulary import SpeechVocabulary, parse_speech_answer
+from audio_recipes.tasks.base import Example, Task, register_task, rows_by_id
 
 
 def chat_row_fields(row: dict[str, Any]) -> dict[str, Any]:
@@ -88,14 +90,10 @@ class SpeechTokensTask(Task):
                 "speech_tokens": prediction.get("speech_tokens", []), "valid": prediction.get("valid", False)}
 
     def score(self, examples: list[Example], predictions: dict[str, dict], skip_missing: bool = False) -> dict:
-        from audio_recipes.metrics.speech_tokens import score_speech_answers
-
         references = {example.id: json.loads(example.reference) for example in examples}
         return score_speech_answers(references, predictions, skip_missing=skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        from audio_recipes.metrics.speech_tokens import score_speech_answers
-
         references = {}
         for line_number, row in enumerate(read_jsonl(gold_path), start=1):
             try:
@@ -109,7 +107,3 @@ class SpeechTokensTask(Task):
         return {**score_speech_answers(references, predictions, skip_missing=skip_missing),
                 "num_duplicates": num_duplicates}
 
-    def tiny_data_builder(self):
-        from audio_recipes.tiny_data import build_tiny_speech_tokens
-
-        return build_tiny_speech_tokens

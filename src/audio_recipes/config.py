@@ -1,0 +1,226 @@
+"""Every recipe option, as dataclasses on top of TRL's (each field with its help string); audio_recipes.recipe
+parses a recipe into them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Re-exported: the scripts import TRL's configs from here, so that audio_recipes (and its library_noise filters)
+# is imported before TRL
+from trl import GRPOConfig as GRPOConfig
+from trl import ModelConfig
+from trl import SFTConfig as SFTConfig
+
+
+@dataclass
+class ModelArguments(ModelConfig):
+    """TRL's model options, plus what audio models need."""
+
+    processor_name_or_path: str | None = field(
+        default=None, metadata={"help": "Processor to load; defaults to the model (or the adapter's base model)."}
+    )
+    freeze_audio_encoder: bool = field(
+        default=True, metadata={"help": "Keep the audio encoder's weights fixed during training."}
+    )
+    freeze_projector: bool = field(
+        default=True, metadata={"help": "Keep the audio-to-text projector's weights fixed during training."}
+    )
+    lora_target_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA targets on the language model only: 'attention' (q/k/v/o), 'attention_mlp' "
+            "(adds gate/up/down). Overrides lora_target_modules."
+        },
+    )
+    num_speech_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "Extend the vocabulary with speech tokens <|s_0|>..<|s_N-1|> and the <|speech_start|> / "
+            "<|speech_end|> markers, after the text vocabulary (CosyVoice v1: 4096). 0 adds none; a model "
+            "that already has them keeps its own."
+        },
+    )
+    speech_embedding_init: str = field(
+        default="mean",
+        metadata={
+            "help": "Initial rows of the added tokens (input embedding and output head): 'mean' (mean of the "
+            "text rows plus small noise), 'normal' (N(0, initializer_range)) or 'copy' (from "
+            "speech_embedding_source, a model that has the same tokens: warm start)."
+        },
+    )
+    speech_embedding_noise: float = field(
+        default=0.01,
+        metadata={"help": "With 'mean': noise standard deviation, as a fraction of the text rows' own."},
+    )
+    speech_embedding_source: str | None = field(
+        default=None, metadata={"help": "With 'copy': the model (local path or Hub id) whose rows to copy."}
+    )
+    freeze_text_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Train only the added rows of the input embedding and output head; the text rows stay "
+            "bit-identical (a gradient mask, and the rows restored after each optimiser step, since weight "
+            "decay and momentum would move them)."
+        },
+    )
+
+
+@dataclass
+class TaskArguments:
+    """Which task, which data, and how its inputs are built."""
+
+    task: str = field(default="slurp", metadata={"help": "Registered task name (see audio_recipes.tasks)."})
+    train_file: str | None = field(default=None, metadata={"help": "Training data file (task format)."})
+    eval_file: str | None = field(default=None, metadata={"help": "Validation data file, evaluated during training."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data file, read by evaluate.py."})
+    audio_dir: str | None = field(default=None, metadata={"help": "Folder holding the audio files the data names."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id, read when no local file is given (needs the Hub)."}
+    )
+    locale: str | None = field(default=None, metadata={"help": "Locale for multilingual data (e.g. fr-FR)."})
+    train_split: str = field(default="train", metadata={"help": "Split name of the training data."})
+    eval_split: str = field(default="validation", metadata={"help": "Split name of the validation data."})
+    test_split: str = field(default="test", metadata={"help": "Split name of the test data."})
+    input_mode: str | None = field(
+        default=None,
+        metadata={"help": "What the model is given, among the task's input modes: 'audio', 'audio_transcript' (audio "
+                  "plus transcript in the prompt) or 'text' (no audio). Unset: the task's first mode (audio, or text "
+                  "for speech_tokens)."},
+    )
+    use_all_recordings: bool = field(
+        default=False, metadata={"help": "SLURP: one example per recording, not just the lowest-WER one."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N rows of the evaluation and test data (evaluate.py, "
+                                "evaluation during training)."})
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message; the task's default when unset."}
+    )
+    max_audio_seconds: float = field(
+        default=30.0, metadata={"help": "Longest clip kept; the encoder window of Whisper-style encoders is 30 s."}
+    )
+    on_too_long: str = field(
+        default="crop", metadata={"help": "A clip over max_audio_seconds: 'crop' (with a warning) or 'reject'."}
+    )
+    peak_normalize: bool = field(default=False, metadata={"help": "Scale each clip to a peak of 1.0."})
+    allow_audio_outside_audio_dir: bool = field(
+        default=False,
+        metadata={"help": "Accept data rows whose audio path leaves audio_dir (`../`, absolute paths); refused by "
+                  "default, since a data set comes from elsewhere."},
+    )
+    enable_thinking: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Chat templates with a thinking switch (Qwen3): false puts the empty <think></think> block "
+            "of non-thinking answers in the prompt. Unset: the template's default."
+        },
+    )
+    text_only_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Training only: add this fraction of the training rows again as text-only examples (the "
+            "task's 'text' input mode: transcript, no audio), mixed with the audio rows."
+        },
+    )
+    silent_clip_for_text_batches: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Give a batch without audio a masked 1 s silent clip so that the audio encoder runs on every "
+            "rank in every step (ZeRO-3 and FSDP hang otherwise). Unset: on exactly when parameters are sharded."
+        },
+    )
+    build_data_if_missing: bool = field(
+        default=False,
+        metadata={"help": "Build the task's small local data set when the data files are absent (tiny recipes)."},
+    )
+
+
+@dataclass
+class EvalArguments:
+    """Options read by evaluate.py."""
+
+    split: str = field(default="test", metadata={"help": "Which data to evaluate: 'test' or 'eval'."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest generated answer."})
+    num_beams: int = field(default=1, metadata={"help": "Beam search width; 1 is greedy."})
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy / beam search."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with do_sample)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (with do_sample)."})
+    resume: bool | None = field(
+        default=None,
+        metadata={"help": "Unset: continue an interrupted evaluation of the same run (model, data, decoding) in the "
+                  "output folder, else start; true: the same, saying so; false: start over, discarding its rows."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace the outputs of another run (another model or decoding) in --output_dir; without "
+                  "it, that is an error."},
+    )
+    decoding: str = field(
+        default="generate",
+        metadata={"help": "'generate' (free decoding, answer parsed), 'scoring' (one forward pass, softmax over the "
+                  "labels' first tokens: label and confidence) or 'constrained' (decoding restricted to the labels)."},
+    )
+    baseline: str | None = field(
+        default=None,
+        metadata={"help": "A classic system run on the same items and reported beside the model ('silero_vad')."},
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "Fold a LoRA adapter into the base weights before generating (merge_and_unload): faster "
+                  "inference, same outputs; lossy on a 4-bit base. No effect on a model without an adapter."},
+    )
+
+
+@dataclass
+class RewardArguments:
+    """Options of the reinforcement recipes (grpo.py, rest.py)."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["choice_accuracy", "answer_format"],
+        metadata={"help": "Reward functions by name (audio_recipes.rewards.REWARDS)."},
+    )
+    evaluation_recipe: str | None = field(
+        default=None,
+        metadata={"help": "The recipe scripts/evaluate.py evaluates the trained model with, named in its model card's "
+                  "Use command (this recipe's training options are not evaluate.py's)."},
+    )
+
+
+
+
+
+@dataclass
+class RestArguments:
+    """Options of the ReST loop (rest.py)."""
+
+    rest_iterations: int = field(default=3, metadata={"help": "Generate-filter-train rounds."})
+    samples_per_question: int = field(default=4, metadata={"help": "K: sampled answers per training question."})
+    iteration_learning_rates: list[float] = field(
+        default_factory=lambda: [2e-5, 1e-5, 5e-6],
+        metadata={"help": "Learning rate of each iteration's fine-tuning; the last repeats if there are more."},
+    )
+    min_reward: float | None = field(
+        default=None, metadata={"help": "Keep samples whose summed reward reaches this; default: every reward at 1."}
+    )
+    keep_top_k: int | None = field(
+        default=None, metadata={"help": "Keep at most the k best distinct kept answers per question (all if unset)."}
+    )
+    sample_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the generate phase."})
+    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of the generate phase."})
+    heldout_split: str = field(default="test", metadata={"help": "Split whose accuracy is reported: eval or test."})
+
+
+
+@dataclass
+class InspectArguments:
+    """Options of inspect_data.py."""
+
+    num_samples: int = field(default=3, metadata={"help": "How many training examples to show."})
+    save_path: str | None = field(default=None, metadata={"help": "Write the shown examples as JSON lines here."})
+    inspect_split: str = field(default="train", metadata={"help": "Which split to show: train, eval or test."})
+
+
+def evaluation_argument_types() -> tuple[type, ...]:
+    """The dataclasses scripts/evaluate.py parses a recipe into."""
+    return ModelArguments, TaskArguments, SFTConfig, EvalArguments

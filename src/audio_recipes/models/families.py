@@ -1,0 +1,190 @@
+"""One specification per model family: all the project knows of a family, read by the loader, the adapters, the
+collator and the GRPO trainer. Adding a family is one `ModelFamily` here (or in a module that registers one) plus
+its tiny builder in audio_recipes.testing.
+
+A family is found from a model's `config.model_type` (`family_for_model_type`), or from a processor's class
+(`family_for_processor`), so that a collator built from a processor alone knows its family too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import transformers
+from transformers.processing_utils import ProcessorMixin
+
+from audio_recipes.registry import Registry
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+# transformers 5 stores a MoE layer's experts as 3-D parameters (gate and up fused), not as nn.Linear modules:
+# PEFT reaches them with target_parameters
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+
+
+def whisper_placeholder_count(processor: Any, samples: int) -> int:
+    """Placeholders of a Whisper-style encoder (Qwen2-Audio): 10 ms frames, a stride-2 convolution, pooling by 2."""
+    frames = math.ceil(samples / processor.feature_extractor.hop_length)
+    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+
+
+def processor_placeholder_count(processor: Any, samples: int) -> int:
+    """The processor's own count (the Omni processors: Qwen3-Omni's encoder is not Whisper's)."""
+    return processor._get_num_multimodal_tokens(audio_lengths=[samples])["num_audio_tokens"][0]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What one family of models needs from the project."""
+
+    name: str
+    model_types: tuple[str, ...]  # config.model_type values of its checkpoints
+    model_class: str | None = None  # transformers class; None: AutoModelForCausalLM (a text language model)
+    processor_classes: tuple[str, ...] = ()  # the processors' class names (a tokenizer alone: a text model)
+    # Module names (path components) of the parts that are not the language model
+    audio_encoder: tuple[str, ...] = ()
+    projector: tuple[str, ...] = ()
+    never_trained: tuple[str, ...] = ()  # e.g. the Omni thinkers' vision encoder: recipes here are audio-only
+    # Encoder parameters that are fixed by design (Whisper's sinusoidal positions): frozen whatever the recipe says
+    fixed_encoder_parameters: tuple[str, ...] = ()
+    attention_modules: tuple[str, ...] = ATTENTION
+    mlp_modules: tuple[str, ...] = MLP
+    expert_parameters: tuple[str, ...] = ()  # MoE experts' 3-D parameters (LoRA through target_parameters)
+    end_of_turn: str = "<|im_end|>"  # the token that ends an assistant turn: trained after every completion
+    # Processor outputs that carry the audio: passed with the prompt ids to generation and every forward
+    audio_inputs: tuple[str, ...] = ()
+    audio_placeholders: Callable[[Any, int], int] | None = None  # (processor, samples) -> placeholder tokens
+    # Qwen2-Audio pads every clip to 30 s; the project cuts the window to the batch's longest clip (audio.window)
+    whisper_window: bool = False
+    audio_only_processor: type | None = None  # loaded instead of the full processor (the Omni processors)
+    tiny_model: str | None = None  # its tiny model under tiny-models/ (audio_recipes.testing.tiny_models)
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio_encoder)
+
+    @property
+    def not_language_model(self) -> tuple[str, ...]:
+        """Module names that LoRA never targets: the audio encoder also has q/k/v projections."""
+        return self.audio_encoder + self.projector + self.never_trained
+
+    def placeholder_count(self, processor: Any, samples: int) -> int:
+        if self.audio_placeholders is None:
+            raise ValueError(f"model family {self.name} takes no audio")
+        return self.audio_placeholders(processor, samples)
+
+
+FAMILIES: Registry[ModelFamily] = Registry("model family")
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    return FAMILIES.add(family.name, family)
+
+
+class AudioOnlyOmniProcessor:
+    """An Omni processor without its image and video processors; audio and text go through the real class's code.
+
+    Mixed in before ``Qwen2_5OmniProcessor`` / ``Qwen3OmniMoeProcessor``: their video processor needs torchvision
+    (absent from CPU-only installs, and never used by audio recipes), so the full class cannot even be built there.
+    Saved files name the real class and load with it where torchvision is installed.
+    """
+
+    def __init__(self, feature_extractor=None, tokenizer=None, chat_template=None):
+        ProcessorMixin.__init__(self, feature_extractor, tokenizer, chat_template=chat_template)
+        # What the real classes' __init__ reads from the tokenizer (its named multimodal tokens)
+        for modality in ("image", "audio", "video"):
+            setattr(self, f"{modality}_token", getattr(tokenizer, f"{modality}_token"))
+            setattr(self, f"{modality}_token_id", getattr(tokenizer, f"{modality}_token_id"))
+        for name in ("vision_bos_token", "vision_eos_token", "audio_bos_token", "audio_eos_token"):
+            setattr(self, name, getattr(tokenizer, name))
+
+
+def _audio_only(processor_class: type) -> type:
+    # Named as the real class, so that what it saves names the real class
+    return type(processor_class.__name__, (AudioOnlyOmniProcessor, processor_class), {"__module__": __name__})
+
+
+QWEN_AUDIO_INPUTS = ("input_features", "feature_attention_mask")
+
+QWEN2_AUDIO = register_family(ModelFamily(
+    name="qwen2_audio",
+    model_types=("qwen2_audio",),
+    model_class="Qwen2AudioForConditionalGeneration",
+    processor_classes=("Qwen2AudioProcessor",),
+    audio_encoder=("audio_tower",),
+    projector=("multi_modal_projector",),
+    # built frozen, but transformers 5's from_pretrained hands them back trainable (ZeRO-3 init does not)
+    fixed_encoder_parameters=("embed_positions",),
+    audio_inputs=QWEN_AUDIO_INPUTS,
+    audio_placeholders=whisper_placeholder_count,
+    whisper_window=True,
+    tiny_model="qwen2-audio",
+))
+
+QWEN2_5_OMNI = register_family(ModelFamily(
+    name="qwen2_5_omni",
+    model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
+    model_class="Qwen2_5OmniThinkerForConditionalGeneration",  # the thinker: text out, no talker
+    processor_classes=("Qwen2_5OmniProcessor",),
+    audio_encoder=("audio_tower",),
+    projector=(),  # its projection is the encoder's last layer (audio_tower.proj)
+    never_trained=("visual",),
+    audio_inputs=QWEN_AUDIO_INPUTS,
+    audio_placeholders=processor_placeholder_count,
+    audio_only_processor=_audio_only(transformers.Qwen2_5OmniProcessor),
+    tiny_model="qwen2.5-omni",
+))
+
+QWEN3_OMNI_MOE = register_family(ModelFamily(
+    name="qwen3_omni_moe",
+    model_types=("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+    model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
+    processor_classes=("Qwen3OmniMoeProcessor",),
+    audio_encoder=("audio_tower",),
+    never_trained=("visual",),
+    expert_parameters=EXPERT_PARAMETERS,  # only the language model has experts (the talker is never loaded)
+    audio_inputs=QWEN_AUDIO_INPUTS,
+    audio_placeholders=processor_placeholder_count,
+    audio_only_processor=_audio_only(transformers.Qwen3OmniMoeProcessor),
+    tiny_model="qwen3-omni-moe",
+))
+
+QWEN3 = register_family(ModelFamily(
+    name="qwen3",
+    model_types=("qwen3",),
+    tiny_model="qwen3",
+))
+
+# A text language model of a family the project does not list: loaded with AutoModelForCausalLM
+TEXT_LM = ModelFamily(name="text_lm", model_types=())
+
+
+def family_for_model_type(model_type: str | None) -> ModelFamily:
+    for _, family in FAMILIES.items():
+        if model_type in family.model_types:
+            return family
+    return TEXT_LM
+
+
+def family_for_model(model: Any) -> ModelFamily:
+    """The family of a loaded model (a PEFT model passes its base model's config through)."""
+    return family_for_model_type(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def family_for_processor(processor: Any) -> ModelFamily:
+    """The family whose processor this is; a tokenizer alone is a text model's."""
+    names = {cls.__name__ for cls in type(processor).__mro__}
+    for _, family in FAMILIES.items():
+        if names & set(family.processor_classes):
+            return family
+    return TEXT_LM
+
+
+def model_class_for(model_type: str) -> type:
+    """The class that loads a checkpoint of `model_type`: never AutoModelForCausalLM for an audio model, which
+    would drop the audio encoder."""
+    family = family_for_model_type(model_type)
+    return getattr(transformers, family.model_class) if family.model_class else transformers.AutoModelForCausalLM

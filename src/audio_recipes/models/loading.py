@@ -1,0 +1,96 @@
+"""Load a model and its processor by family (never AutoModelForCausalLM for an audio model), from a local path or a
+Hub id, of a full model or of an adapter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from peft import PeftModel
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+from audio_recipes.config import ModelArguments
+from audio_recipes.hub import ResolvedModel, resolve_model
+from audio_recipes.library_noise import dropped_log_messages
+from audio_recipes.models.adapters import quantization_config, torch_dtype
+from audio_recipes.models.families import family_for_model_type, model_class_for
+
+logger = logging.getLogger(__name__)
+
+
+def load_processor(
+    name_or_path: str, trust_remote_code: bool = False, revision: str = "main", model_type: str | None = None
+):
+    """The processor of an audio model (the family's audio-only one where it has one), or the tokenizer of a text
+    model."""
+    family = family_for_model_type(model_type)
+    if family.audio_only_processor is not None:
+        return family.audio_only_processor.from_pretrained(name_or_path, revision=revision)
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError, TypeError):
+        processor = None
+    if processor is None or not hasattr(processor, "feature_extractor"):
+        processor = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    return processor
+
+
+def load_model_and_processor(
+    model_args: ModelArguments, *, trust_remote_code: bool = False, for_training: bool = True
+) -> tuple[torch.nn.Module, Any, ResolvedModel]:
+    """Model and processor from a local path or Hub id, of a full model or of an adapter (its base read from it)."""
+    resolved = resolve_model(model_args.model_name_or_path, revision=model_args.model_revision)
+    config = AutoConfig.from_pretrained(resolved.base_model, trust_remote_code=trust_remote_code)
+    family = family_for_model_type(config.model_type)
+    model_class = model_class_for(config.model_type)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(model_args.dtype), "trust_remote_code": trust_remote_code}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quantization = quantization_config(model_args, family)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        if torch.cuda.is_available():
+            # Quantised weights are placed at load time (they cannot be moved after): one GPU per process
+            kwargs["device_map"] = {"": PartialState().local_process_index}
+    model = model_class.from_pretrained(resolved.base_model, **kwargs)
+    keep_used_key_conversions(model)
+    if resolved.adapter is not None:
+        model = PeftModel.from_pretrained(model, resolved.adapter, is_trainable=for_training)
+    processor = load_processor(
+        model_args.processor_name_or_path or resolved.processor_source, trust_remote_code=trust_remote_code,
+        model_type=config.model_type,
+    )
+    align_special_tokens_with_tokenizer(model, processor)
+    return model, processor, resolved
+
+
+def align_special_tokens_with_tokenizer(model: torch.nn.Module, processor: Any) -> None:
+    """The model's pad / bos / eos ids as its tokenizer's, by transformers' own rule, at load time: training and
+    evaluation then use the same ids. The Trainer does this too, with a warning each run (Qwen2-Audio's released
+    config has no pad_token_id; its tokenizer pads with <|endoftext|>)."""
+    try:
+        from transformers.trainer_utils import align_special_tokens
+    except ImportError:  # transformers before 5.25 leaves the configs alone
+        return
+    text_config = model.config.get_text_config()
+    before = {name: getattr(text_config, name, None) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    with dropped_log_messages("transformers.trainer_utils", "The tokenizer has new PAD/BOS/EOS tokens"):
+        align_special_tokens(model, processor)
+    changed = {name: getattr(text_config, name, None) for name in before
+               if getattr(text_config, name, None) != before[name]}
+    if changed:
+        logger.info("special token ids set from the tokenizer: %s", changed)
+
+
+def keep_used_key_conversions(model: torch.nn.Module) -> None:
+    """Save in the checkpoint's own key layout under ZeRO-3 too.
+
+    save_pretrained reverts the key renamings that loading applied. Loading under ZeRO-3 init keeps all of the
+    model's renamings, legacy ones that matched nothing included, and reverting those writes Qwen2-Audio's
+    `language_model.model.*` as `language_model.model.model.*`; the other loading path keeps the used ones only.
+    """
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions:
+        model._weight_conversions = [conversion for conversion in conversions if conversion.was_used()]

@@ -1,0 +1,1 @@
+"""What the scripts run: SFT, GRPO, ReST, evaluation, seeds, inspection, MMLU-Redux, the demo report."""

@@ -1,0 +1,239 @@
+"""Evaluate a model on a task: batched generation, official prediction file, metrics; resumable and sharded."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.integrations import unset_hf_deepspeed_config
+from trl import SFTConfig
+
+from audio_recipes.collators import build_collator
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.decoding import (
+    DECODING_MODES,
+    batches,
+    generate_batch,
+    merge_shards,
+    read_finished,
+    run_generation,
+    shard_file,
+)
+from audio_recipes.distributed import broadcast_object, joined_process_state
+from audio_recipes.errors import InputError
+from audio_recipes.hub import add_evaluation_to_card, resolve_model
+from audio_recipes.io import numeric_metrics, write_json_atomic, write_jsonl_atomic, write_rows_atomic
+from audio_recipes.models import is_quantized, load_model_and_processor, merge_adapter
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.tasks import Example, Task
+
+logger = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+RUN_RECORD = "evaluation_run.json"
+# Options that shape neither a prompt nor an answer: a run that differs only in these can be resumed
+NOT_IN_RUN_IDENTITY = ("train_file", "max_train_samples", "text_only_fraction", "silent_clip_for_text_batches",
+                       "build_data_if_missing", "train_split", "max_eval_samples", "resume", "overwrite", "baseline")
+
+
+class EvaluationRunError(InputError, RuntimeError):
+    """An output folder holding another run's results: never mixed with or replaced by this run's silently."""
+
+
+def model_folder_name(name_or_path: str) -> str:
+    """A folder name that tells evaluated models apart: a Hub id `org/name` -> `org--name`; a local path as
+    written under the current folder (`outputs/tiny/slurp` -> `outputs--tiny--slurp`), else its absolute path."""
+    path = Path(name_or_path)
+    if path.exists():
+        resolved = path.resolve()
+        try:
+            name_or_path = str(resolved.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            name_or_path = str(resolved)
+    parts = [part for part in Path(name_or_path).parts if part not in ("/", ".", "..")]
+    return "--".join(parts) or "model"
+
+
+def default_evaluation_dir(recipe_output_dir: str | Path, model_name_or_path: str, split: str) -> Path:
+    """`<recipe output_dir>/eval/<model>/<split>`: two models (or splits) never share a folder."""
+    return Path(recipe_output_dir) / "eval" / model_folder_name(model_name_or_path) / split
+
+
+# How the model is loaded: what, besides the weights, changes its answers
+MODEL_LOADING_OPTIONS = ("model_revision", "dtype", "processor_name_or_path", "load_in_4bit", "load_in_8bit",
+                         "bnb_4bit_quant_type", "use_bnb_nested_quant", "num_speech_tokens")
+
+
+def run_identity(resolved_name: str, model_args: ModelArguments, task_args: TaskArguments,
+                 eval_args: EvalArguments) -> dict[str, Any]:
+    """What decides each output row: the model and how it is loaded, the task's data and prompts, the decoding."""
+    model = str(Path(resolved_name).resolve()) if Path(resolved_name).exists() else resolved_name
+    options = {**dataclasses.asdict(task_args), **dataclasses.asdict(eval_args)}
+    return {"model": model, "model_files": model_files(resolved_name),
+            **{key: getattr(model_args, key, None) for key in MODEL_LOADING_OPTIONS},
+            **{key: value for key, value in options.items() if key not in NOT_IN_RUN_IDENTITY}}
+
+
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+
+
+def model_files(name_or_path: str) -> list[list] | None:
+    """A local model folder's weight files as [name, size, modification time in ns]: a model trained again into the
+    same folder is another model, whose outputs are not resumed. None for a Hub id (its revision is recorded)."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return None
+    files = sorted({path for pattern in WEIGHT_FILE_PATTERNS for path in folder.glob(pattern)})
+    return [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files]
+
+
+def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool | None, overwrite: bool) -> bool:
+    """Record this run in output_dir and say whether to resume the rows already there.
+
+    A folder holding the same run (model, data, prompts, decoding) is resumed unless `resume` is false (then
+    started over, with a warning); one holding another run's rows is an error unless `overwrite`.
+    """
+    record_path = output_dir / RUN_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    rows = sum(len(read_finished(path)) for path in output_dir.glob("raw_outputs*.jsonl"))
+    if rows and record != identity and not overwrite:
+        if record is None:
+            differences = f"no {RUN_RECORD} says which run wrote its {rows} rows"
+        else:
+            changed = sorted(key for key in {*record, *identity} if record.get(key) != identity.get(key))
+            differences = "differs in " + ", ".join(f"{key}: {record.get(key)!r} -> {identity.get(key)!r}"
+                                                    for key in changed)
+        raise EvaluationRunError(
+            f"{output_dir} holds the outputs of another evaluation run ({differences}): name another --output_dir, "
+            "or pass --overwrite true to replace them")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record_path, identity)
+    if not rows:
+        return False
+    if record != identity:
+        logger.warning("replacing the %d output rows of another run in %s (--overwrite true)", rows, output_dir)
+        return False
+    if resume is False:
+        logger.warning("starting over: the %d output rows of the same run in %s are discarded (--resume false)",
+                       rows, output_dir)
+        return False
+    logger.info("resuming the run in %s: %d rows already done (--resume false starts over)", output_dir, rows)
+    return True
+
+
+def generation_kwargs(eval_args: EvalArguments, tokenizer) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": eval_args.max_new_tokens,
+        "num_beams": eval_args.num_beams,
+        "do_sample": eval_args.do_sample,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if eval_args.do_sample:
+        kwargs.update(temperature=eval_args.temperature, top_p=eval_args.top_p)
+    else:
+        # Greedy / beam search: the model's generation_config may carry sampling settings
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def run_evaluation(
+    model_args: ModelArguments, task_args: TaskArguments, training_args: SFTConfig, eval_args: EvalArguments,
+    output_dir: Path,
+) -> dict[str, Any]:
+    if eval_args.decoding not in DECODING_MODES:
+        raise ValueError(f"unknown decoding {eval_args.decoding!r}; expected one of {', '.join(DECODING_MODES)}")
+    state = joined_process_state()
+    with state.main_process_first():  # a tiny recipe's data is built on first use: by one process, not by each
+        task = recipe_task(task_args)
+        examples = task.examples(eval_args.split)
+    resolved_name = resolve_model(model_args.model_name_or_path, revision=model_args.model_revision).name_or_path
+    resume, refusal = False, None
+    if state.is_main_process:
+        try:
+            resume = prepare_output_dir(output_dir, run_identity(resolved_name, model_args, task_args, eval_args),
+                                        eval_args.resume, eval_args.overwrite)
+        except EvaluationRunError as error:
+            refusal = str(error)
+    resume, refusal = broadcast_object((resume, refusal))  # every process stops, or none
+    if refusal:
+        raise EvaluationRunError(refusal)
+
+    # Each process generates with a whole model: launched with a ZeRO-3 config, loading would otherwise shard
+    # the weights (ZeRO-3 init), and no DeepSpeed engine gathers them during generation
+    unset_hf_deepspeed_config()
+    model, processor, resolved = load_model_and_processor(
+        model_args, trust_remote_code=training_args.trust_remote_code, for_training=False
+    )
+    if eval_args.merge_adapter:
+        model = merge_adapter(model)
+    if not is_quantized(model):
+        model.to(state.device)
+    model.eval()
+    task.check_tokenizer(getattr(processor, "tokenizer", processor))
+    collator = build_collator(processor, task_args, with_completion=False, padding_side="left")
+    shard = examples[state.process_index :: state.num_processes]
+    run_generation(
+        model, collator, task, shard, shard_file(output_dir, state.process_index, state.num_processes),
+        batch_size=training_args.per_device_eval_batch_size, resume=resume,
+        generation_kwargs=generation_kwargs(eval_args, collator.tokenizer), decoding=eval_args.decoding,
+    )
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+
+    rows = merge_shards(output_dir, state.num_processes, examples)
+    official, metrics = score_outputs(task, examples, rows, output_dir / task.predictions_file)
+    metrics["audio_clips_cropped"] = collator.stats.cropped
+    metrics["model"] = resolved.name_or_path
+    metrics["split"] = eval_args.split
+    metrics["decoding"] = eval_args.decoding
+    systems, system_metrics = {"model": official}, {"model": metrics}
+    if eval_args.baseline:
+        name = eval_args.baseline
+        baseline_rows = task.run_baseline(name, examples)
+        write_jsonl_atomic(output_dir / f"{name}_raw_outputs.jsonl", baseline_rows)
+        systems[name], system_metrics[name] = score_outputs(task, examples, baseline_rows,
+                                                            output_dir / f"{name}_{task.predictions_file}")
+        write_json_atomic(output_dir / f"{name}_{METRICS}", system_metrics[name])
+        metrics["baselines"] = {name: numeric_metrics(system_metrics[name])}
+    write_json_atomic(output_dir / METRICS, metrics)
+    task.write_report(output_dir, examples, systems, system_metrics)
+    if Path(resolved.name_or_path).is_dir():
+        add_evaluation_to_card(resolved.name_or_path, eval_args.split, metrics)
+    logger.info("wrote %s, %s and %s in %s", task.predictions_file, METRICS, "raw_outputs.jsonl", output_dir)
+    return metrics
+
+
+def score_outputs(task: Task, examples: list[Example], rows: list[dict[str, Any]], predictions_path: Path):
+    """Output rows -> the task's prediction rows (written to predictions_path) and its metrics."""
+    by_id = {example.id: example for example in examples}
+    official = {row["id"]: task.prediction_row(by_id[row["id"]], row) for row in rows}
+    write_rows_atomic(predictions_path, official.values())
+    metrics = task.score(examples, official)
+    metrics["num_invalid_outputs"] = sum(not row["prediction"].get("valid", True) for row in rows)
+    return official, metrics
+
+
+def answer_prompts(model_args: ModelArguments, task_args: TaskArguments, eval_args: EvalArguments,
+                   prompts: list[str], batch_size: int = 8) -> list[dict[str, Any]]:
+    """Free prompts (no data file) through a task's chat format, generation and parser: one
+    {id, raw_output, prediction} per prompt, as evaluation writes them."""
+    task = recipe_task(task_args)
+    model, processor, _ = load_model_and_processor(model_args, for_training=False)
+    if not is_quantized(model):
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.eval()
+    task.check_tokenizer(getattr(processor, "tokenizer", processor))
+    collator = build_collator(processor, task_args, with_completion=False, padding_side="left")
+    examples = [Example(str(number), None, task.system_prompt, prompt, "", "{}")
+                for number, prompt in enumerate(prompts)]
+    kwargs = generation_kwargs(eval_args, collator.tokenizer)
+    rows = []
+    for batch in batches(examples, batch_size):
+        for example, text in zip(batch, generate_batch(model, collator, batch, **kwargs), strict=True):
+            rows.append({"id": example.id, "raw_output": text, "prediction": task.parse(text)})
+    return rows

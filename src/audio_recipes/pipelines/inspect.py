@@ -1,0 +1,51 @@
+"""What the model sees: rendered prompts, targets and the exact text of the tokens that carry loss."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig
+
+from audio_recipes.collators import IGNORE_INDEX, build_collator
+from audio_recipes.config import ModelArguments, TaskArguments
+from audio_recipes.hub import resolve_model
+from audio_recipes.models import load_processor
+from audio_recipes.pipelines.data import recipe_task
+
+
+def loss_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
+    """Decode the tokens whose label is not ignored, special tokens kept."""
+    return tokenizer.decode([token for token, label in zip(input_ids, labels, strict=True) if label != IGNORE_INDEX],
+                            skip_special_tokens=False)
+
+
+def inspect_examples(model_args: ModelArguments, task_args: TaskArguments, inspect_args) -> Iterator[dict[str, Any]]:
+    resolved = resolve_model(model_args.model_name_or_path, revision=model_args.model_revision)
+    processor = load_processor(model_args.processor_name_or_path or resolved.processor_source,
+                               model_type=AutoConfig.from_pretrained(resolved.base_model).model_type)
+    collator = build_collator(processor, task_args, with_completion=True)
+    task = recipe_task(task_args)
+    examples = task.examples(inspect_args.inspect_split)[: inspect_args.num_samples]
+    records = []
+    for example in examples:
+        row = example.to_row()
+        batch = collator([row])
+        input_ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        prompt_length = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        records.append({
+            "id": example.id,
+            "audio": example.audio,
+            # Decoded from the batch, so audio placeholders appear expanded, as the model sees them
+            "prompt": collator.tokenizer.decode(input_ids[:prompt_length], skip_special_tokens=False),
+            "target": example.completion,
+            "loss_text": loss_text(collator.tokenizer, input_ids, labels),
+        })
+        yield records[-1]
+    if inspect_args.save_path:
+        path = Path(inspect_args.save_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "target", "loss_text")},
+                                           ensure_ascii=False) + "\n" for r in records), encoding="utf-8")

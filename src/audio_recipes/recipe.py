@@ -1,0 +1,408 @@
+"""Recipe files and the parser for `script.py RECIPE.yaml [--key value ...]`: every value checked before any
+model loads, against the registries (tasks, rewards, presets, ...) that this module reads and that never import it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from audio_recipes.audio import ON_TOO_LONG_CHOICES
+from audio_recipes.config import evaluation_argument_types
+from audio_recipes.decoding import DECODING_MODES
+from audio_recipes.errors import RecipeError
+from audio_recipes.hub import keep_token_out_of_files
+from audio_recipes.models.adapters import LORA_TARGET_PRESETS
+from audio_recipes.models.speech_vocabulary import SPEECH_EMBEDDING_INITS
+from audio_recipes.rewards import REWARDS
+from audio_recipes.tasks import TASKS
+from audio_recipes.tasks.base import SPLITS
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML into a flat dict of options."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(error).split())}") from error
+    if recipe is None or recipe == {}:
+        raise RecipeError(f"recipe {path} is empty: write its options as `key: value` lines")
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of option: value, got {type(recipe).__name__}")
+    return recipe
+
+
+USAGE = "%(prog)s RECIPE.yaml [--key value ...]\n       %(prog)s --config RECIPE.yaml [--key value ...]"
+HELP_FLAGS = ("-h", "--help")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The script's docstring as written; each option with its default (the recipe's value when one is given)."""
+
+
+class RecipeParser(HfArgumentParser):
+    """HfArgumentParser over a script's dataclasses, taking the recipe as RECIPE or as TRL's `--config RECIPE`.
+
+    Where argparse would print its usage and exit, it raises RecipeError (the scripts print one line).
+    Abbreviated options are refused: `--input_mod` is a typo, not `--input_mode`.
+    """
+
+    def __init__(self, dataclass_types: tuple[type, ...], description: str | None = None):
+        super().__init__(dataclass_types, usage=USAGE, description=description, formatter_class=_HelpFormatter,
+                         allow_abbrev=False)
+        self.add_argument("recipe", nargs="?", metavar="RECIPE",
+                          help="Recipe YAML. Its values are the defaults of the options below; options given on the "
+                          "command line override them.")
+        self.add_argument("--config", metavar="RECIPE", help="The recipe, as TRL's scripts take it (instead of RECIPE).")
+
+    def error(self, message: str):
+        raise RecipeError(message)
+
+    def option_action(self, name: str) -> argparse.Action | None:
+        """The action of `--name` (or `--no_name`, `--name-with-hyphens`); None for an option it does not know."""
+        return self._option_string_actions.get(f"--{name}")
+
+
+def _unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.7)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown option {key!r} {where}{hint}"
+
+
+def _command_line_options(args: list[str]) -> list[str]:
+    return [arg.split("=", 1)[0] for arg in args if arg.startswith("--")]
+
+
+def _show(value: Any) -> str:
+    """A value as the recipe writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+class _Mismatch(Exception):
+    """A value that does not have a field's type."""
+
+
+def _describe(hint: Any) -> str:
+    """A field's type in words, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in args))
+    if hint is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(_show(arg) for arg in args)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return "one of " + ", ".join(repr(member.value) for member in hint)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return f"a list ({_describe(args[0])} each)" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def _conform(value: Any, hint: Any) -> Any:
+    """`value` checked against a field's type hint; a string is converted as the command line converts it
+    (`1e-5` for a float, `yes` for a bool). Raises _Mismatch."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        if isinstance(value, str) and str in args:
+            return value
+        for member in args:
+            try:
+                return _conform(value, member)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if value is None or hint is type(None):
+        if value is None and hint is type(None):
+            return None
+        raise _Mismatch
+    if origin is typing.Literal:
+        if any(value == arg and type(value) is type(arg) for arg in args):
+            return value
+        raise _Mismatch
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        if isinstance(value, hint) or value in [member.value for member in hint]:
+            return value
+        raise _Mismatch
+    if origin in (list, tuple) or hint in (list, tuple):
+        items = value if isinstance(value, list | tuple) else [value]  # one value, as `--key value` gives it
+        if isinstance(value, dict):
+            raise _Mismatch
+        return [_conform(item, args[0]) for item in items] if args else list(items)
+    if origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+        raise _Mismatch
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return string_to_bool(value)
+            except argparse.ArgumentTypeError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _Mismatch
+        if hint is int and isinstance(value, float):
+            raise _Mismatch
+        try:
+            return hint(value)
+        except ValueError:
+            raise _Mismatch from None
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    if isinstance(hint, type) and hint.__module__ != "builtins":
+        return value  # a library's own class (accelerate's ParallelismConfig): its dataclass checks it
+    raise _Mismatch
+
+
+def _conform_recipe(recipe: dict[str, Any], parser: RecipeParser, hints: dict[str, Any], where: str) -> dict:
+    """The recipe's values through the checks the command line's go through: the field's type, and the choices
+    argparse enforces (Literal and Enum fields). argparse checks neither on a default, which a recipe value is."""
+    conformed = {}
+    for key, value in recipe.items():
+        field_hint = hints[key]
+        action = parser.option_action(key)
+        try:
+            conformed[key] = _conform(value, field_hint)
+        except _Mismatch:
+            choices = getattr(action, "choices", None)
+            expected = "one of " + ", ".join(map(repr, choices)) if choices else _describe(field_hint)
+            yaml_hint = " (YAML reads yes/no/on/off unquoted as true/false: quote it)" if isinstance(value, bool) else ""
+            raise RecipeError(f"invalid value for {key} {where}: expected {expected}, got {_show(value)}{yaml_hint}"
+                              ) from None
+        choices = getattr(action, "choices", None)
+        values = conformed[key] if isinstance(conformed[key], list) else [conformed[key]]
+        for item in values:
+            if choices and item is not None and item not in choices and str(item) not in choices:
+                _refuse_choice(key, item, list(choices), where)
+    return conformed
+
+
+def _refuse_choice(key: str, value: Any, allowed: list, where: str, whose: str = "") -> None:
+    if not allowed:
+        raise RecipeError(f"invalid value for {key} {where}: none is allowed{whose}, got {_show(value)}")
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1) if isinstance(value, str) else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise RecipeError(f"invalid value for {key} {where}: expected one of {', '.join(repr(a) for a in allowed)}"
+                      f"{whose}, got {_show(value)}{hint}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A numeric option's range."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = Bound(0, low_open=True), Bound(0), Bound(1)
+FRACTION, NUCLEUS = Bound(0, 1), Bound(0, 1, low_open=True)
+
+# Ranges by option name, whichever dataclass holds it (TRL's and transformers' fields among them); None, where a
+# field allows it, means unset and is not checked
+BOUNDS: dict[str, Bound] = {
+    # TaskArguments, ModelArguments, EvalArguments
+    "max_audio_seconds": POSITIVE, "text_only_fraction": FRACTION, "max_train_samples": AT_LEAST_ONE,
+    "max_eval_samples": AT_LEAST_ONE, "num_speech_tokens": NON_NEGATIVE, "speech_embedding_noise": NON_NEGATIVE,
+    "max_new_tokens": AT_LEAST_ONE, "num_beams": AT_LEAST_ONE, "temperature": POSITIVE, "top_p": NUCLEUS,
+    # RestArguments (trainers/rest.py), InspectArguments (scripts/inspect_data.py)
+    "rest_iterations": AT_LEAST_ONE, "samples_per_question": AT_LEAST_ONE, "iteration_learning_rates": NON_NEGATIVE,
+    "keep_top_k": AT_LEAST_ONE, "sample_temperature": POSITIVE, "sample_top_p": NUCLEUS, "num_samples": AT_LEAST_ONE,
+    # TRL's ModelConfig, SFTConfig, GRPOConfig and transformers' TrainingArguments
+    "learning_rate": NON_NEGATIVE, "num_train_epochs": POSITIVE, "per_device_train_batch_size": AT_LEAST_ONE,
+    "per_device_eval_batch_size": AT_LEAST_ONE, "gradient_accumulation_steps": AT_LEAST_ONE,
+    "warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "max_grad_norm": NON_NEGATIVE,
+    "logging_steps": POSITIVE, "save_steps": POSITIVE, "eval_steps": POSITIVE, "dataloader_num_workers": NON_NEGATIVE,
+    "seed": NON_NEGATIVE, "lora_r": AT_LEAST_ONE, "lora_alpha": POSITIVE, "lora_dropout": Bound(0, 1, high_open=True),
+    "max_length": AT_LEAST_ONE, "max_completion_length": AT_LEAST_ONE, "beta": NON_NEGATIVE,
+}
+
+
+def _allowed_values(values: dict[str, Any]) -> dict[str, tuple[list, str]]:
+    """Enumerated options -> (allowed values, whose), read from where each is defined."""
+    allowed = {
+        "task": (TASKS.names(), " (the registered tasks)"),
+        "on_too_long": (list(ON_TOO_LONG_CHOICES), ""),
+        "decoding": (list(DECODING_MODES), ""),
+        "lora_target_preset": (list(LORA_TARGET_PRESETS), ""),
+        "speech_embedding_init": (list(SPEECH_EMBEDDING_INITS), ""),
+        "reward_funcs": (REWARDS.names(), " (the registered reward functions)"),
+        "split": (list(SPLITS), ""), "heldout_split": (list(SPLITS), ""), "inspect_split": (list(SPLITS), ""),
+    }
+    task = TASKS.get(values["task"]) if values.get("task") in TASKS else None
+    if task is not None:
+        allowed["input_mode"] = (list(task.input_modes), f" (the input modes of task {task.name})")
+        allowed["baseline"] = (sorted(task.baselines), f" (the baselines of task {task.name})" if task.baselines
+                               else f" (task {task.name} has no baselines)")
+    return allowed
+
+
+# Options whose unset value (None, or an empty string on the command line) means "none"
+_UNSET_MEANS_NONE = ("lora_target_preset", "baseline")
+
+
+def _check_values(values: dict[str, Any], where_of) -> None:
+    """Allowed values and ranges of the merged options (recipe and command line), before any dataclass is built."""
+    if values.get("input_mode", "") is None and values.get("task") in TASKS:
+        values["input_mode"] = TASKS.get(values["task"]).input_modes[0]  # unset: the task's first input mode
+    for key, (allowed, whose) in _allowed_values(values).items():
+        if key not in values or (key in _UNSET_MEANS_NONE and not values[key]):
+            continue
+        for item in values[key] if isinstance(values[key], list) else [values[key]]:
+            if item not in allowed:
+                _refuse_choice(key, item, allowed, where_of(key), whose)
+    for key, bound in BOUNDS.items():
+        value = values.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, int | float) and not isinstance(item, bool) and not bound.admits(item):
+                kind = "an integer" if isinstance(item, int) else "a number"
+                raise RecipeError(f"invalid value for {key} {where_of(key)}: expected {kind} {bound}, got "
+                                  f"{_show(item)}")
+    evaluation_recipe = values.get("evaluation_recipe")
+    if evaluation_recipe:
+        lacking = options_evaluate_lacks(evaluation_recipe)  # a missing file is a RecipeError naming it
+        if lacking:
+            raise RecipeError(f"evaluation_recipe {evaluation_recipe} {where_of('evaluation_recipe')} has options "
+                              f"scripts/evaluate.py does not take ({', '.join(lacking)}): name an evaluation recipe")
+    fraction = values.get("text_only_fraction")
+    if fraction and "input_mode" in values:
+        modes = TASKS.get(values["task"]).input_modes
+        if "text" not in modes or values["input_mode"] == "text":
+            raise RecipeError(f"text_only_fraction {fraction} {where_of('text_only_fraction')} adds text-only rows to "
+                              f"audio ones: it needs a task with a 'text' input mode (task {values['task']} has "
+                              f"{', '.join(modes)}) and an audio input_mode (input_mode is {values['input_mode']!r})")
+
+
+# transformers 5 renamed these; TRL's configs still give the old names a default (gradient_checkpointing: true), which
+# transformers warns about unless the new name is set. A user who writes an old name still gets the warning.
+DEPRECATED_ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
+                      ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
+
+
+def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = None, *,
+                 description: str | None = None, return_recipe_path: bool = False) -> tuple:
+    """Parse `RECIPE.yaml [--key value ...]` (or TRL's `--config RECIPE.yaml ...`) into instances of
+    `dataclass_types`; with `return_recipe_path`, the recipe's path follows them.
+
+    Everything a recipe can get wrong fails here, before any model loads, with a RecipeError naming the option:
+    unknown keys, values of the wrong type (a recipe's values go through the command line's checks), values out
+    of range or not among the allowed ones (the registered tasks, the task's input modes, ...). `--help` prints the
+    options, with the recipe's values as their defaults when a recipe is given, and exits.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = RecipeParser(dataclass_types, description)
+    fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+    hints = {name: hint for cls in dataclass_types for name, hint in typing.get_type_hints(cls).items()}
+    wants_help = any(arg in HELP_FLAGS for arg in argv)
+
+    if not wants_help:
+        for option in _command_line_options(argv):
+            if not parser.option_action(option[2:]):
+                raise RecipeError(_unknown_key_message(option[2:], sorted(fields), "on the command line"))
+    try:  # where the recipe is: a first parse, with the dataclasses' defaults
+        located = parser.parse_known_args([arg for arg in argv if arg not in HELP_FLAGS])[0]
+    except RecipeError:
+        if not wants_help:
+            raise
+        located = argparse.Namespace(recipe=None, config=None)
+    if located.recipe and located.config:
+        raise RecipeError(f"two recipes, {located.recipe} and --config {located.config}: give one")
+    recipe_path = located.recipe or located.config
+
+    if wants_help:
+        try:
+            if recipe_path:
+                recipe = load_recipe(recipe_path)
+                parser.set_defaults(**_conform_recipe({k: v for k, v in recipe.items() if k in fields}, parser, hints,
+                                                      f"in recipe {recipe_path}"))
+        except RecipeError:
+            pass  # the help shows the dataclasses' defaults then
+        parser.print_help()
+        raise SystemExit(0)
+    if not recipe_path:
+        raise RecipeError("no recipe: give it first (SCRIPT RECIPE.yaml [--key value ...]) or as --config RECIPE.yaml")
+
+    recipe = load_recipe(recipe_path)
+    in_recipe = f"in recipe {recipe_path}"
+    for key in recipe:
+        if key not in fields:
+            raise RecipeError(_unknown_key_message(key, sorted(fields), in_recipe))
+    parser.set_defaults(**_conform_recipe(recipe, parser, hints, in_recipe))
+    namespace = parser.parse_args(argv)
+    values = {name: getattr(namespace, name) for name in fields}
+    given = {parser.option_action(option[2:]).dest for option in _command_line_options(argv)}
+    _check_values(values, lambda key: "on the command line" if key in given else in_recipe)
+    for old, new in DEPRECATED_ALIASES:
+        if old in values and new in values and values[new] is None and old not in given and old not in recipe:
+            values[new] = values[old]  # the default of TRL's old name, under the new one: the same, without a warning
+
+    instances = []
+    for cls in dataclass_types:
+        kwargs = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.init}
+        try:
+            instances.append(cls(**kwargs))
+        except (ValueError, TypeError) as error:  # the dataclass's own checks (TrainingArguments: bf16 without GPU)
+            raise RecipeError(f"{' '.join(str(error).split())} (recipe {recipe_path})") from error
+    keep_token_out_of_files(*instances)
+    return (*instances, recipe_path) if return_recipe_path else tuple(instances)
+
+
+def recipe_dict(*instances) -> dict[str, Any]:
+    """Every option of the parsed dataclasses, for logging and model cards."""
+    merged: dict[str, Any] = {}
+    for instance in instances:
+        for f in dataclasses.fields(instance):
+            merged[f.name] = getattr(instance, f.name)
+    return merged
+
+
+
+def options_evaluate_lacks(recipe_path: str | Path) -> list[str]:
+    """The options of a recipe that scripts/evaluate.py does not take (a GRPO recipe's reward_funcs, ...)."""
+    known = {f.name for cls in evaluation_argument_types() for f in dataclasses.fields(cls) if f.init}
+    return sorted(set(load_recipe(recipe_path)) - known)

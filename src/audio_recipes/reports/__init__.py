@@ -1,1 +1,0 @@
-"""Human-readable evaluation reports."""
