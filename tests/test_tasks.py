@@ -71,7 +71,7 @@ def test_slurp_malformed_rows_name_file_and_line(tmp_path):
 
 
 def test_unknown_task_suggests_close_name():
-    with pytest.raises(ValueError, match="did you mean slurp"):
+    with pytest.raises(ValueError, match="unknown task 'slrup' .*did you mean 'slurp'"):
         get_task("slrup")
 
 
