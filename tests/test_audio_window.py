@@ -1,5 +1,5 @@
-"""Qwen2-Audio with its window cut to the batch's longest clip computes what the 30 s window computes: the same
-features, token ids, logits, loss and gradients, and the same greedy generations."""
+"""Qwen2-Audio and Audio Flamingo 3 with their window cut to the batch's longest clip compute what the 30 s window
+computes: the same features, token ids, logits, loss and gradients, and the same greedy generations."""
 
 import numpy as np
 import pytest
@@ -9,16 +9,22 @@ import torch
 from audio_recipes.audio.window import FRAME_MULTIPLE, allow_short_audio_windows, short_window_samples
 from audio_recipes.collators import AudioChatCollator
 from audio_recipes.config import ModelArguments
-from audio_recipes.models import load_model_and_processor
+from audio_recipes.models import family_for_model, load_model_and_processor
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 SECONDS = (2.37, 0.2, 1.0, 0.61)  # lengths that are no whole number of frames, and one that is
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    model, processor, _ = load_model_and_processor(ModelArguments(model_name_or_path=str(ensure_tiny_model())))
+@pytest.fixture(scope="module", params=["qwen2-audio", "audio-flamingo3"])
+def loaded(request):
+    model, processor, _ = load_model_and_processor(ModelArguments(
+        model_name_or_path=str(ensure_tiny_model(request.param))))
+    assert family_for_model(model).whisper_window
     return model.eval(), processor
+
+
+def mask_key(model) -> str:
+    return family_for_model(model).audio_inputs[1]  # feature_attention_mask, AF3's input_features_mask
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +55,15 @@ def test_window_size_is_the_longest_clip_plus_two_frames_in_multiples_of_eight()
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_features_and_tokens_are_the_30_s_windows_first_frames(loaded, rows, padding_side):
-    _, processor = loaded
+    model, processor = loaded
+    mask = mask_key(model)
     full = collate(processor, rows, False, padding_side=padding_side)
     short = collate(processor, rows, True, padding_side=padding_side)
     frames = short["input_features"].shape[-1]
     assert full["input_features"].shape[-1] == 3000 and frames == 240  # 237 frames + 2, up to 240
     assert torch.equal(short["input_features"], full["input_features"][..., :frames])
-    assert torch.equal(short["feature_attention_mask"], full["feature_attention_mask"][:, :frames])
-    assert full["feature_attention_mask"][:, frames:].sum() == 0  # nothing valid was cut off
+    assert torch.equal(short[mask], full[mask][:, :frames])
+    assert full[mask][:, frames:].sum() == 0  # nothing valid was cut off
     for key in ("input_ids", "attention_mask", "labels"):
         assert torch.equal(short[key], full[key])
 
@@ -102,4 +109,6 @@ def test_encoder_rejects_windows_it_cannot_take(loaded):
         encoder(torch.zeros(1, 128, 3008))
     with pytest.raises(ValueError, match="got 101"):
         encoder(torch.zeros(1, 128, 101))
-    assert encoder(torch.zeros(1, 128, 104)).last_hidden_state.shape[1] == 26  # 104 frames -> 52 -> pooled 26
+    # 104 frames -> 52 -> pooled 26 (AF3's encoder reads the feature mask itself)
+    mask = {"input_features_mask": torch.ones(1, 104, dtype=torch.long)} if mask_key(model) == "input_features_mask" else {}
+    assert encoder(torch.zeros(1, 128, 104), **mask).last_hidden_state.shape[1] == 26

@@ -1,5 +1,6 @@
-"""Loss masks checked token by token on the tiny models' real processors and tokenisation (Qwen2-Audio and the
-Qwen2.5-Omni and Qwen3-Omni thinkers: different audio placeholders, templates and feature padding)."""
+"""Loss masks checked token by token on the tiny models' real processors and tokenisation (Qwen2-Audio, the
+Qwen2.5-Omni and Qwen3-Omni thinkers and Audio Flamingo 3: different audio placeholders, templates, feature padding
+and feature mask names)."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from audio_recipes.audio import AudioError
 from audio_recipes.audio import loading as audio_loading
 from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator
-from audio_recipes.models import load_processor
+from audio_recipes.models import family_for_processor, load_processor
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 SYSTEM = "You are a spoken language understanding system."
@@ -31,11 +32,13 @@ def aut_tokens(seconds: float) -> int:
 
 
 # model: (model type, how the template writes one clip, its placeholder, placeholders for N s, padded frames or None
-# for padding to the longest clip). Qwen2-Audio's window is cut to the longest clip (2 s: 200 frames + 2, to 8s).
+# for padding to the longest clip). Qwen2-Audio's and AF3's windows are cut to the longest clip (2 s: 200 frames + 2,
+# to 8s); AF3 writes its bare placeholder before the text.
 LAYOUTS = {
     "qwen2-audio": ("qwen2_audio", "Audio 1: <|audio_bos|>{}<|audio_eos|>\n", "<|AUDIO|>", whisper_tokens, 208),
     "qwen2.5-omni": ("qwen2_5_omni", "<|audio_bos|>{}<|audio_eos|>", "<|AUDIO|>", whisper_tokens, 3000),
     "qwen3-omni-moe": ("qwen3_omni_moe", "<|audio_start|>{}<|audio_end|>", "<|audio_pad|>", aut_tokens, None),
+    "audio-flamingo3": ("audioflamingo3", "{}", "<sound>", whisper_tokens, 208),
 }
 
 
@@ -65,6 +68,12 @@ def clips(tmp_path_factory):
     short_clip = folder / "one_second.wav"
     sf.write(short_clip, 0.1 * rng.standard_normal(16000), 16000)
     return {"long": str(long_clip), "short": str(short_clip)}
+
+
+def feature_mask(processor) -> str:
+    """The name of the processor output that masks the features' padding (feature_attention_mask, AF3's
+    input_features_mask), as the family lists it."""
+    return family_for_processor(processor).audio_inputs[1]
 
 
 def audio_token_count(model: str, seconds: float) -> int:
@@ -114,7 +123,7 @@ def test_audio_batch_masks(model, processor, clips, padding_side):
                   batch["labels"][index].tolist(), expected_prompt(model, row["prompt"], audio_token_count(model, seconds)),
                   row["completion"], padding_side)
     assert batch["input_features"].shape == (2, 128, LAYOUTS[model][4] or 200)
-    assert batch["feature_attention_mask"].sum(-1).tolist() == [200, 100]
+    assert batch[feature_mask(processor)].sum(-1).tolist() == [200, 100]
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -182,7 +191,7 @@ def test_long_clip_is_cropped_and_counted(processor, tmp_path):
     with pytest.warns(UserWarning, match="long.wav"):
         batch = collator([example("x", str(path), "Q")])
     assert collator.stats.cropped == 1
-    assert batch["feature_attention_mask"].sum().item() == 3000
+    assert batch[feature_mask(processor)].sum().item() == 3000
 
 
 def test_example_length_matches_the_collated_length_without_decoding(processor, clips, monkeypatch):

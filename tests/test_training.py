@@ -80,9 +80,11 @@ def test_run_sft_writes_model_state_and_card(tmp_path):
     assert metrics["train_loss"] > 0 and metrics["audio_clips_loaded"] == 0
 
 
-# Qwen2-Audio and the Omni thinkers; Qwen3-Omni's LoRA reaches its experts (3-D parameters, not quantised)
+# Qwen2-Audio, the Omni thinkers and Audio Flamingo 3; Qwen3-Omni's LoRA reaches its experts (3-D parameters, not
+# quantised)
 @pytest.mark.parametrize("model_name, preset", [("qwen2-audio", "attention_mlp"), ("qwen2.5-omni", "attention_mlp"),
-                                                ("qwen3-omni-moe", "attention_experts")])
+                                                ("qwen3-omni-moe", "attention_experts"),
+                                                ("audio-flamingo3", "attention_mlp")])
 def test_qlora_recipe_quantises_the_language_model_only(tmp_path, model_name, preset):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb

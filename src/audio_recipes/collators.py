@@ -59,8 +59,8 @@ class AudioChatCollator:
     carries no loss, yet its encoder output stays in the autograd graph (attention weighs it by exactly 0), so a
     trainable encoder gets a zero gradient there, as on ranks with audio.
 
-    `short_audio_window`: Qwen2-Audio's features and encoder window are cut to the batch's longest clip instead
-    of 30 s, with the same outputs (see audio_recipes.audio.window).
+    `short_audio_window`: a Whisper-style window (Qwen2-Audio's, AF3's) is cut to the batch's longest clip instead
+    of 30 s, features and encoder, with the same outputs (see audio_recipes.audio.window).
     """
 
     processor: Any
@@ -115,9 +115,21 @@ class AudioChatCollator:
             peak_normalize=self.audio_options.peak_normalize,
             stats=self.stats,
         )
+        if audios and self.family.one_clip_per_text and len(with_audio) < len(examples):
+            # Rows with audio through the processor, the others through the tokenizer, back in the batch's order
+            has_audio = [bool(example.get("audio")) for example in examples]
+            with_clip, audio_inputs = self.encode_texts([t for t, a in zip(texts, has_audio, strict=True) if a], audios)
+            without_clip, _ = self.encode_texts([t for t, a in zip(texts, has_audio, strict=True) if not a], [])
+            with_clip, without_clip = iter(with_clip), iter(without_clip)
+            return [next(with_clip) if a else next(without_clip) for a in has_audio], audio_inputs
+        return self.encode_texts(texts, audios)
+
+    def encode_texts(self, texts: list[str], audios: list[np.ndarray]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
         if audios:
-            encoded = self.processor(text=texts, audio=audios, sampling_rate=self.sampling_rate, padding=True,
-                                     return_tensors="pt", **self.window_kwargs(audios))
+            # Padding is the text's: a processor that passes `padding` on to its feature extractor (AF3's) would pad
+            # the features to the longest clip, which a Whisper-style encoder refuses
+            encoded = self.processor(text=texts, audio=audios, sampling_rate=self.sampling_rate,
+                                     text_kwargs={"padding": True}, return_tensors="pt", **self.window_kwargs(audios))
         else:
             encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
         # Unpad so that prompt and completion are joined without padding between them

@@ -1,4 +1,4 @@
-"""Qwen2-Audio without the 30 s window: features and encoder cut to the batch's longest clip.
+"""Whisper-style encoders without the 30 s window: features and encoder cut to the batch's longest clip.
 
 Qwen2-Audio's processor pads every clip to 30 s of log-mel frames (3000) and its encoder insists on that length,
 although it masks the padded frames out of its attention (keys past each clip's length get -inf). So the
@@ -13,9 +13,13 @@ uses is the same as with 3000:
   the clip, which T keeps; attention at valid positions never sees a masked key; pooling and the layer norm
   are per position. Positions past the clip are dropped by the model before the language model sees them.
 
-`allow_short_audio_windows()` replaces `Qwen2AudioEncoder.forward` (class-wide, so that every instance, the
-reference model that TRL builds too, accepts it) with the same computation that takes T <= 3000 frames, adding
-the first T/2 position embeddings. With 3000 frames it computes exactly what the original does.
+Audio Flamingo 3 is built the same way (its processor pads each 30 s window to 3000 frames, its encoder masks the
+padding from the feature mask, then pools by 2), so the same cut holds for it.
+
+`allow_short_audio_windows()` replaces `Qwen2AudioEncoder.forward` and `AudioFlamingo3Encoder.forward` (class-wide,
+so that every instance, the reference model that TRL builds too, accepts it) with the same computation that takes
+T <= 3000 frames, adding the first T/2 position embeddings. With 3000 frames it computes exactly what the original
+does.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import math
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
 FRAME_MULTIPLE = 8  # frames: even for the stride-2 convolution, whole for the pooling
 FRAMES_PAST_CLIP = 2  # the encoder's two k=3 convolutions read this far past the last valid frame
@@ -39,12 +43,16 @@ def short_window_samples(longest_samples: int, hop_length: int, window_samples: 
     return min(frames * hop_length, window_samples)
 
 
-def _short_window_forward(self, input_features: torch.Tensor, attention_mask=None, **kwargs):
-    """Qwen2AudioEncoder.forward for input_features of at most max_source_positions * 2 frames."""
-    longest = self.config.max_source_positions * self.conv1.stride[0] * self.conv2.stride[0]
+def _check_frames(encoder, input_features: torch.Tensor, name: str) -> None:
+    longest = encoder.config.max_source_positions * encoder.conv1.stride[0] * encoder.conv2.stride[0]
     frames = input_features.shape[-1]
     if frames > longest or frames % 2:
-        raise ValueError(f"Qwen2-Audio's encoder takes an even number of mel frames, at most {longest}; got {frames}")
+        raise ValueError(f"{name}'s encoder takes an even number of mel frames, at most {longest}; got {frames}")
+
+
+def _short_window_forward(self, input_features: torch.Tensor, attention_mask=None, **kwargs):
+    """Qwen2AudioEncoder.forward for input_features of at most max_source_positions * 2 frames."""
+    _check_frames(self, input_features, "Qwen2-Audio")
     input_features = input_features.to(dtype=self.conv1.weight.dtype, device=self.conv1.weight.device)
     inputs_embeds = nn.functional.gelu(self.conv1(input_features))
     inputs_embeds = nn.functional.gelu(self.conv2(inputs_embeds)).permute(0, 2, 1)
@@ -58,15 +66,41 @@ def _short_window_forward(self, input_features: torch.Tensor, attention_mask=Non
     return BaseModelOutput(last_hidden_state=self.layer_norm(hidden_states))
 
 
+def _short_window_af3_forward(self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None,
+                              **kwargs):
+    """AudioFlamingo3Encoder.forward (transformers 5.25) for input_features of at most max_source_positions * 2
+    frames: the first positions' embeddings instead of all 1500."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    _check_frames(self, input_features, "Audio Flamingo 3")
+    seq_len = (input_features.shape[-1] - 1) // 2 + 1  # after the stride-2 convolution
+    lengths = (input_features_mask.sum(-1) - 1) // 2 + 1
+    valid = torch.arange(seq_len, device=input_features.device) < lengths[:, None]
+    inputs_embeds = nn.functional.gelu(self.conv1(input_features))
+    inputs_embeds = nn.functional.gelu(self.conv2(inputs_embeds)).permute(0, 2, 1)
+    hidden_states = inputs_embeds + self.embed_positions.weight[: inputs_embeds.shape[1]]
+    hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+    attention_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=valid)
+    for layer in self.layers:
+        if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
+            continue
+        hidden_states = layer(hidden_states, attention_mask)
+    hidden_states = self.avg_pooler(hidden_states.permute(0, 2, 1)).permute(0, 2, 1)
+    return BaseModelOutputWithPooling(last_hidden_state=self.layer_norm(hidden_states))
+
+
 def allow_short_audio_windows() -> None:
-    """Let Qwen2AudioEncoder take windows shorter than 30 s (idempotent)."""
+    """Let Qwen2AudioEncoder and AudioFlamingo3Encoder take windows shorter than 30 s (idempotent)."""
     global _installed
     if _installed:
         return
+    from transformers.models.audioflamingo3 import modeling_audioflamingo3
     from transformers.models.qwen2_audio import modeling_qwen2_audio
     from transformers.utils.generic import merge_with_config_defaults
     from transformers.utils.output_capturing import capture_outputs
 
-    # The same decorators as the original: config defaults, hidden states / attentions when asked for
+    # The same decorators as the originals: config defaults, hidden states / attentions when asked for
     modeling_qwen2_audio.Qwen2AudioEncoder.forward = merge_with_config_defaults(capture_outputs(_short_window_forward))
+    modeling_audioflamingo3.AudioFlamingo3Encoder.forward = merge_with_config_defaults(
+        capture_outputs(_short_window_af3_forward))
     _installed = True

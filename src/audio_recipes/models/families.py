@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import transformers
 from transformers.processing_utils import ProcessorMixin
 
@@ -36,6 +37,17 @@ def processor_placeholder_count(processor: Any, samples: int) -> int:
     return processor._get_num_multimodal_tokens(audio_lengths=[samples])["num_audio_tokens"][0]
 
 
+def windowed_placeholder_count(processor: Any, samples: int) -> int:
+    """The processor's own count over a clip cut into 30 s windows (AF3): each window's mel frames, summed, through
+    its `_get_audio_token_length` (a stride-2 convolution, pooling by 2), at most `max_audio_len` seconds."""
+    extractor = processor.feature_extractor
+    window = extractor.sampling_rate * extractor.chunk_length
+    windows = min(max(1, math.ceil(samples / window)), int(processor.max_audio_len // extractor.chunk_length))
+    kept = min(samples, windows * window)
+    frames = sum(math.ceil(min(window, kept - start) / extractor.hop_length) for start in range(0, kept, window))
+    return int(processor._get_audio_token_length(torch.tensor(frames)))
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """What one family of models needs from the project."""
@@ -57,8 +69,11 @@ class ModelFamily:
     # Processor outputs that carry the audio: passed with the prompt ids to generation and every forward
     audio_inputs: tuple[str, ...] = ()
     audio_placeholders: Callable[[Any, int], int] | None = None  # (processor, samples) -> placeholder tokens
-    # Qwen2-Audio pads every clip to 30 s; the project cuts the window to the batch's longest clip (audio.window)
+    # Whisper-style 30 s feature window with masked padding (Qwen2-Audio, AF3): the project cuts it to the batch's
+    # longest clip (audio.window)
     whisper_window: bool = False
+    # The processor takes exactly one clip per text (AF3 checks it): rows without audio are tokenised apart from it
+    one_clip_per_text: bool = False
     audio_only_processor: type | None = None  # loaded instead of the full processor (the Omni processors)
     tiny_model: str | None = None  # its tiny model under tiny-models/ (audio_recipes.testing.tiny_models)
 
@@ -156,6 +171,24 @@ QWEN3 = register_family(ModelFamily(
     name="qwen3",
     model_types=("qwen3",),
     tiny_model="qwen3",
+))
+
+AUDIO_FLAMINGO3 = register_family(ModelFamily(
+    name="audioflamingo3",
+    model_types=("audioflamingo3",),
+    model_class="AudioFlamingo3ForConditionalGeneration",
+    processor_classes=("AudioFlamingo3Processor",),
+    audio_encoder=("audio_tower",),  # AF-Whisper: Whisper-large-v3's encoder, then pooling by 2
+    projector=("multi_modal_projector",),  # two linear layers with a GELU
+    fixed_encoder_parameters=("embed_positions",),  # built frozen, as Qwen2-Audio's: handed back trainable on load
+    # Its language model is Qwen2 (Qwen2.5-7B): the default attention and MLP names, <|im_end|> ends a turn
+    audio_inputs=("input_features", "input_features_mask"),
+    audio_placeholders=windowed_placeholder_count,
+    # Its processor pads each clip (each 30 s window of a longer one) to 3000 mel frames and its encoder masks the
+    # padding, as Qwen2-Audio's: the window cut applies (audio.window replaces its encoder's forward too)
+    whisper_window=True,
+    one_clip_per_text=True,
+    tiny_model="audio-flamingo3",
 ))
 
 # A text language model of a family the project does not list: loaded with AutoModelForCausalLM

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audio_recipes.paths import TINY_MODELS_DIR
+from audio_recipes.testing.tiny_audio_flamingo3 import build_tiny_audio_flamingo3
 from audio_recipes.testing.tiny_omni_models import build_tiny_qwen2_5_omni, build_tiny_qwen3_omni_moe
 from audio_recipes.testing.tokenizer import AUDIO_TOKEN, ENDOFTEXT, IM_END, IM_START, build_tiny_tokenizer
 
@@ -143,7 +144,8 @@ def _builder_fingerprint() -> str:
     import transformers
 
     h = hashlib.sha256(Path(__file__).read_bytes())
-    for module in ("tiny_omni_models.py", "tokenizer.py"):  # the Omni builders and the tokenizer live there
+    # the Omni and AF3 builders and the tokenizer live there
+    for module in ("tiny_omni_models.py", "tiny_audio_flamingo3.py", "tokenizer.py"):
         h.update(Path(__file__).with_name(module).read_bytes())
     h.update(f"{transformers.__version__}|{tokenizers.__version__}|{torch.__version__}".encode())
     return h.hexdigest()[:16]
@@ -318,6 +320,7 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "qwen3": build_tiny_qwen3,
     "qwen2.5-omni": build_tiny_qwen2_5_omni,
     "qwen3-omni-moe": build_tiny_qwen3_omni_moe,
+    "audio-flamingo3": build_tiny_audio_flamingo3,
 }
 
 
@@ -332,9 +335,9 @@ def _sine(seconds: float, sampling_rate: int = 16000, frequency: float = 440.0):
     return (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
 
 
-# 1 s = 100 mel frames. Whisper-style encoders (Qwen2-Audio, Qwen2.5-Omni): a stride-2 conv, then stride-2
+# 1 s = 100 mel frames. Whisper-style encoders (Qwen2-Audio, Qwen2.5-Omni, AF3): a stride-2 conv, then stride-2
 # pooling -> 25. Qwen3-Omni's AuT: 100-frame chunks, each 3 stride-2 convs -> 13 per chunk.
-AUDIO_TOKENS_FOR_ONE_SECOND = {"qwen2_audio": 25, "qwen2_5_omni": 25, "qwen3_omni_moe": 13}
+AUDIO_TOKENS_FOR_ONE_SECOND = {"qwen2_audio": 25, "qwen2_5_omni": 25, "qwen3_omni_moe": 13, "audioflamingo3": 25}
 
 
 def smoke_check(model_dir: Path) -> dict:
