@@ -9,13 +9,14 @@ A family is found from a model's `config.model_type` (`family_for_model_type`), 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import transformers
 from transformers.processing_utils import ProcessorMixin
 
+from audio_recipes.models.voxtral import MISTRAL_CHAT, voxtral_placeholder_count
 from audio_recipes.registry import Registry
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -34,6 +35,22 @@ def whisper_placeholder_count(processor: Any, samples: int) -> int:
 def processor_placeholder_count(processor: Any, samples: int) -> int:
     """The processor's own count (the Omni processors: Qwen3-Omni's encoder is not Whisper's)."""
     return processor._get_num_multimodal_tokens(audio_lengths=[samples])["num_audio_tokens"][0]
+
+
+class ChatEncoder(Protocol):
+    """How a family whose processor cannot render a chat as text (mistral_common's tokenizer encodes requests itself)
+    turns the collator's chats into token ids; the collator uses it in place of the chat template."""
+
+    def encode_prompts(self, processor: Any, chats: Sequence[list[dict[str, Any]]], clips: Sequence[Any], *,
+                       features: bool = True) -> tuple[list[list[int]], dict[str, Any]]:
+        """Each chat's prompt ids, up to where the answer starts (audio placeholders expanded), and, with
+        `features`, the processor outputs that carry the clips (`clips[i]`: chat i's clip at the processor's
+        rate, or None)."""
+        ...
+
+    def encode_completion(self, processor: Any, completion: str) -> list[int]:
+        """An answer's ids, its end-of-turn token included."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class ModelFamily:
     # Qwen2-Audio pads every clip to 30 s; the project cuts the window to the batch's longest clip (audio.window)
     whisper_window: bool = False
     audio_only_processor: type | None = None  # loaded instead of the full processor (the Omni processors)
+    chat_encoder: ChatEncoder | None = None  # None: the chat template rendered as text, then the processor
     tiny_model: str | None = None  # its tiny model under tiny-models/ (audio_recipes.testing.tiny_models)
 
     @property
@@ -156,6 +174,21 @@ QWEN3 = register_family(ModelFamily(
     name="qwen3",
     model_types=("qwen3",),
     tiny_model="qwen3",
+))
+
+VOXTRAL = register_family(ModelFamily(
+    name="voxtral",
+    model_types=("voxtral",),
+    model_class="VoxtralForConditionalGeneration",
+    processor_classes=("VoxtralProcessor",),
+    audio_encoder=("audio_tower",),
+    projector=("multi_modal_projector",),
+    fixed_encoder_parameters=("embed_positions",),  # Whisper's sinusoids, built frozen as in Qwen2-Audio
+    end_of_turn="</s>",  # mistral_common ends an assistant turn with the eos token
+    audio_inputs=("input_features",),  # one row per 30 s chunk; no mask (the encoder takes whole chunks)
+    audio_placeholders=voxtral_placeholder_count,
+    chat_encoder=MISTRAL_CHAT,  # its processor refuses text holding [AUDIO]: prompts go through mistral_common
+    tiny_model="voxtral",
 ))
 
 # A text language model of a family the project does not list: loaded with AutoModelForCausalLM
