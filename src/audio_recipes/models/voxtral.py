@@ -149,14 +149,20 @@ def _request(chat: list[dict[str, Any]], clip: np.ndarray | None, sampling_rate:
 
 def input_features(processor: Any, clips: Sequence[np.ndarray]) -> torch.Tensor:
     """Log-mel features of padded clips, one row per 30 s chunk, as VoxtralProcessor computes them (its
-    `_retrieve_input_features`: Whisper features of each clip, cut into chunks of the encoder's 3000 frames)."""
+    `_retrieve_input_features`: Whisper features of each clip, cut into chunks of the encoder's 3000 frames).
+    Clips of one length go through the extractor together (the same values, in half the time)."""
     extractor = processor.feature_extractor
-    rows = []
-    for clip in clips:
-        features = extractor(clip, sampling_rate=extractor.sampling_rate, padding=True, truncation=False,
-                             pad_to_multiple_of=extractor.n_samples, return_tensors="pt")["input_features"]
-        rows.append(features.reshape(extractor.feature_size, -1, extractor.nb_max_frames).transpose(0, 1))
-    return torch.cat(rows)
+    by_length: dict[int, list[int]] = {}
+    for index, clip in enumerate(clips):
+        by_length.setdefault(len(clip), []).append(index)
+    per_clip: dict[int, torch.Tensor] = {}
+    for indices in by_length.values():
+        features = extractor([clips[index] for index in indices], sampling_rate=extractor.sampling_rate,
+                             padding=True, truncation=False, pad_to_multiple_of=extractor.n_samples,
+                             return_tensors="pt")["input_features"]
+        for index, row in zip(indices, features, strict=True):
+            per_clip[index] = row.reshape(extractor.feature_size, -1, extractor.nb_max_frames).transpose(0, 1)
+    return torch.cat([per_clip[index] for index in range(len(clips))])
 
 
 class MistralChatEncoder:

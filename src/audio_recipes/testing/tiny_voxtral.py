@@ -121,11 +121,9 @@ def _token_str(token: bytes) -> str | None:
 
 
 def special_tokens() -> list[dict]:
-    """The named control tokens and the `<SPECIAL_i>` fillers between them, ranks 0..34 (Tekkenizer fills the
-    rest up to 1000 with the same template)."""
-    last = max(NAMED_SPECIAL_TOKENS)
+    """All 1000 control tokens: the named ones at their ranks, `<SPECIAL_i>` (Tekkenizer's filler name) elsewhere."""
     return [{"rank": rank, "token_str": NAMED_SPECIAL_TOKENS.get(rank, f"<SPECIAL_{rank}>"), "is_control": True}
-            for rank in range(last + 1)]
+            for rank in range(NUM_SPECIAL_TOKENS)]
 
 
 def tekken_json() -> dict:
