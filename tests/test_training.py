@@ -82,7 +82,7 @@ def test_run_sft_writes_model_state_and_card(tmp_path):
 
 # Qwen2-Audio and the Omni thinkers; Qwen3-Omni's LoRA reaches its experts (3-D parameters, not quantised)
 @pytest.mark.parametrize("model_name, preset", [("qwen2-audio", "attention_mlp"), ("qwen2.5-omni", "attention_mlp"),
-                                                ("qwen3-omni-moe", "attention_experts")])
+                                                ("qwen3-omni-moe", "attention_experts"), ("voxtral", "attention_mlp")])
 def test_qlora_recipe_quantises_the_language_model_only(tmp_path, model_name, preset):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
