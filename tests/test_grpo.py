@@ -31,8 +31,9 @@ def rows():
     return [example.to_row() for example in recipe_task(args).examples("train")[:2]]
 
 
-# The audio GRPO trainer on a Whisper-style audio LM and on an Omni thinker (M-RoPE, its own processor)
-MODELS = ["qwen2-audio", "qwen2.5-omni"]
+# The audio GRPO trainer on a Whisper-style audio LM, an Omni thinker (M-RoPE, its own processor) and Voxtral
+# (prompts through mistral_common, features one row per 30 s chunk)
+MODELS = ["qwen2-audio", "qwen2.5-omni", "voxtral"]
 
 
 def make_trainer(rows, tmp_path, model_name="qwen2-audio", **overrides):
