@@ -1,6 +1,6 @@
 """Loss masks checked token by token on the tiny models' real processors and tokenisation (Qwen2-Audio, the
-Qwen2.5-Omni and Qwen3-Omni thinkers and Audio Flamingo 3: different audio placeholders, templates, feature padding
-and feature mask names)."""
+Qwen2.5-Omni and Qwen3-Omni thinkers, Audio Flamingo 3 and Voxtral: different audio placeholders, templates, feature
+padding and mask names, and for Voxtral a tokenizer that encodes chats itself)."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ import torch
 from audio_recipes.audio import AudioError
 from audio_recipes.audio import loading as audio_loading
 from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator
-from audio_recipes.models import family_for_processor, load_processor
+from audio_recipes.models import family_for_model_type, family_for_processor, load_processor
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 SYSTEM = "You are a spoken language understanding system."
@@ -31,6 +31,11 @@ def aut_tokens(seconds: float) -> int:
     return chunks * 13 + rest
 
 
+def voxtral_tokens(seconds: float) -> int:
+    """Voxtral: every clip padded to whole 30 s chunks, 375 tokens each (12.5 Hz)."""
+    return 375 * -(-int(seconds * 100) // 3000)
+
+
 # model: (model type, how the template writes one clip, its placeholder, placeholders for N s, padded frames or None
 # for padding to the longest clip). Qwen2-Audio's and AF3's windows are cut to the longest clip (2 s: 200 frames + 2,
 # to 8s); AF3 writes its bare placeholder before the text.
@@ -39,7 +44,10 @@ LAYOUTS = {
     "qwen2.5-omni": ("qwen2_5_omni", "<|audio_bos|>{}<|audio_eos|>", "<|AUDIO|>", whisper_tokens, 3000),
     "qwen3-omni-moe": ("qwen3_omni_moe", "<|audio_start|>{}<|audio_end|>", "<|audio_pad|>", aut_tokens, None),
     "audio-flamingo3": ("audioflamingo3", "{}", "<sound>", whisper_tokens, 208),
+    "voxtral": ("voxtral", None, "[AUDIO]", voxtral_tokens, 3000),  # prompts: expected_prompt_ids
 }
+# Voxtral's control tokens (its tekken.json): <s>, [INST], [/INST], [SYSTEM_PROMPT], [/SYSTEM_PROMPT], [BEGIN_AUDIO]
+VOXTRAL_BOS, VOXTRAL_INST, VOXTRAL_END_INST, VOXTRAL_SYSTEM, VOXTRAL_END_SYSTEM, VOXTRAL_BEGIN_AUDIO = 1, 3, 4, 17, 18, 25
 
 
 @pytest.fixture(scope="module", params=list(LAYOUTS))
@@ -87,19 +95,46 @@ def expected_prompt(model: str, prompt: str, audio_tokens: int | None) -> str:
             "<|im_start|>assistant\n")
 
 
+def expected_prompt_ids(model: str, tokenizer, prompt: str, audio_tokens: int | None) -> list[int]:
+    if model == "voxtral":  # mistral_common's layout; beside audio the system text leads the user's text
+        def text(value: str) -> list[int]:
+            return tokenizer.encode(value, add_special_tokens=False)
+
+        if audio_tokens is None:
+            return [VOXTRAL_BOS, VOXTRAL_SYSTEM, *text(SYSTEM), VOXTRAL_END_SYSTEM, VOXTRAL_INST, *text(prompt),
+                    VOXTRAL_END_INST]
+        placeholder = tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+        return [VOXTRAL_BOS, VOXTRAL_INST, VOXTRAL_BEGIN_AUDIO, *[placeholder] * audio_tokens,
+                *text(f"{SYSTEM}\n\n{prompt}"), VOXTRAL_END_INST]
+    return tokenizer(expected_prompt(model, prompt, audio_tokens), add_special_tokens=False)["input_ids"]
+
+
+def end_of_turn(model: str) -> str:
+    return "</s>" if model == "voxtral" else "<|im_end|>"
+
+
+def answer_ids(model: str, tokenizer, completion: str) -> list[int]:
+    if model == "voxtral":  # tekken reads "</s>" in text as text: the eos id follows the answer
+        return tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return tokenizer(completion + "<|im_end|>", add_special_tokens=False)["input_ids"]
+
+
+def has_feature_mask(model: str) -> bool:
+    return len(family_for_model_type(LAYOUTS[model][0]).audio_inputs) > 1  # features and their mask
+
+
 def example(id_, audio, prompt, completion=COMPLETION):
     return {"id": id_, "audio": audio, "system": SYSTEM, "prompt": prompt, "completion": completion}
 
 
-def check_row(tokenizer, input_ids, attention, labels, prompt_text, completion, padding_side):
-    """The row is exactly prompt + completion + <|im_end|> + padding, and only the answer carries loss."""
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(completion + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    real = prompt_ids + answer_ids
+def check_row(model, tokenizer, input_ids, attention, labels, prompt_ids, completion, padding_side):
+    """The row is exactly prompt + completion + end of turn + padding, and only the answer carries loss."""
+    answer = answer_ids(model, tokenizer, completion)
+    real = prompt_ids + answer
     pad = len(input_ids) - len(real)
     expected_ids = real + [tokenizer.pad_token_id] * pad if padding_side == "right" else (
         [tokenizer.pad_token_id] * pad + real)
-    loss = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    loss = [IGNORE_INDEX] * len(prompt_ids) + answer
     expected_labels = loss + [IGNORE_INDEX] * pad if padding_side == "right" else [IGNORE_INDEX] * pad + loss
     expected_attention = [1] * len(real) + [0] * pad if padding_side == "right" else [0] * pad + [1] * len(real)
     assert input_ids == expected_ids
@@ -107,9 +142,9 @@ def check_row(tokenizer, input_ids, attention, labels, prompt_text, completion, 
     assert attention == expected_attention
     # What carries loss reads back as the answer and its end-of-turn token, nothing else
     kept = [token for token, label in zip(input_ids, labels, strict=True) if label != IGNORE_INDEX]
-    assert tokenizer.decode(kept, skip_special_tokens=False) == completion + "<|im_end|>"
-    placeholders = {tokenizer.convert_tokens_to_ids(layout[2]) for layout in LAYOUTS.values()} - {None}
-    assert placeholders and not placeholders & set(kept)
+    assert tokenizer.decode(kept, skip_special_tokens=False) == completion + end_of_turn(model)
+    placeholder = tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+    assert placeholder is not None and placeholder not in kept
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -119,11 +154,13 @@ def test_audio_batch_masks(model, processor, clips, padding_side):
     batch = collator(rows)
     tokenizer = processor.tokenizer
     for index, (row, seconds) in enumerate(zip(rows, (2.0, 1.0), strict=True)):
-        check_row(tokenizer, batch["input_ids"][index].tolist(), batch["attention_mask"][index].tolist(),
-                  batch["labels"][index].tolist(), expected_prompt(model, row["prompt"], audio_token_count(model, seconds)),
+        check_row(model, tokenizer, batch["input_ids"][index].tolist(), batch["attention_mask"][index].tolist(),
+                  batch["labels"][index].tolist(),
+                  expected_prompt_ids(model, tokenizer, row["prompt"], audio_token_count(model, seconds)),
                   row["completion"], padding_side)
     assert batch["input_features"].shape == (2, 128, LAYOUTS[model][4] or 200)
-    assert batch[feature_mask(processor)].sum(-1).tolist() == [200, 100]
+    if has_feature_mask(model):  # Voxtral's encoder takes whole 30 s chunks, unmasked
+        assert batch[feature_mask(processor)].sum(-1).tolist() == [200, 100]
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -133,9 +170,9 @@ def test_text_only_batch_masks(model, processor, padding_side):
     batch = collator(rows)
     assert "input_features" not in batch
     for index, row in enumerate(rows):
-        check_row(processor.tokenizer, batch["input_ids"][index].tolist(), batch["attention_mask"][index].tolist(),
-                  batch["labels"][index].tolist(), expected_prompt(model, row["prompt"], None), row["completion"],
-                  padding_side)
+        check_row(model, processor.tokenizer, batch["input_ids"][index].tolist(),
+                  batch["attention_mask"][index].tolist(), batch["labels"][index].tolist(),
+                  expected_prompt_ids(model, processor.tokenizer, row["prompt"], None), row["completion"], padding_side)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -146,19 +183,21 @@ def test_mixed_batch_masks(model, processor, clips, padding_side):
     batch = collator(rows)
     expected_audio = [None, audio_token_count(model, 1.0), None]
     for index, (row, tokens) in enumerate(zip(rows, expected_audio, strict=True)):
-        check_row(processor.tokenizer, batch["input_ids"][index].tolist(), batch["attention_mask"][index].tolist(),
-                  batch["labels"][index].tolist(), expected_prompt(model, row["prompt"], tokens), row["completion"],
+        check_row(model, processor.tokenizer, batch["input_ids"][index].tolist(),
+                  batch["attention_mask"][index].tolist(), batch["labels"][index].tolist(),
+                  expected_prompt_ids(model, processor.tokenizer, row["prompt"], tokens), row["completion"],
                   padding_side)
     # Features only for the one row with audio: the model places them at that row's placeholders
     assert batch["input_features"].shape[0] == 1
 
 
-def test_generation_mode_left_pads_prompts_without_labels(processor, clips):
+def test_generation_mode_left_pads_prompts_without_labels(model, processor, clips):
     collator = AudioChatCollator(processor, with_completion=False, padding_side="left")
     rows = [example("a", clips["long"], "Q?"), example("t", None, "Command: hi")]
     batch = collator(rows)
     assert "labels" not in batch
-    assistant = processor.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    assistant = [VOXTRAL_END_INST] if model == "voxtral" else processor.tokenizer(
+        "<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     for ids in batch["input_ids"].tolist():
         assert ids[-len(assistant):] == assistant  # every prompt ends where generation starts
     assert batch["attention_mask"][1].tolist()[0] == 0
@@ -184,14 +223,19 @@ def test_missing_audio_names_file_and_row(processor, tmp_path):
         collator([example("slurp-7", str(tmp_path / "nowhere.wav"), "Q")])
 
 
-def test_long_clip_is_cropped_and_counted(processor, tmp_path):
+def test_long_clip_is_cropped_and_counted(model, processor, tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(16000 * 31, dtype=np.float32) + 0.01, 16000)
     collator = AudioChatCollator(processor)
     with pytest.warns(UserWarning, match="long.wav"):
         batch = collator([example("x", str(path), "Q")])
     assert collator.stats.cropped == 1
-    assert batch[feature_mask(processor)].sum().item() == 3000
+    if has_feature_mask(model):
+        assert batch[feature_mask(processor)].sum().item() == 3000
+    else:  # one 30 s chunk, not two
+        assert batch["input_features"].shape[0] == 1
+    placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+    assert batch["input_ids"][0].tolist().count(placeholder) == audio_token_count(model, 30.0)
 
 
 def test_example_length_matches_the_collated_length_without_decoding(processor, clips, monkeypatch):
@@ -224,12 +268,13 @@ def test_text_only_batch_gets_a_masked_silent_clip_when_asked(qwen2_audio, paddi
     own = slice(0, width - len(clip_ids)) if padding_side == "right" else slice(len(clip_ids), width)
     assert ids[clip] == clip_ids and attention[clip] == [0] * len(clip_ids)
     assert labels[clip] == [IGNORE_INDEX] * len(clip_ids)
-    check_row(tokenizer, ids[own], attention[own], labels[own], expected_prompt("qwen2-audio", rows[0]["prompt"], None),
-              rows[0]["completion"], padding_side)
-    # Second row: as without the clip, padded further
-    check_row(tokenizer, batch["input_ids"][1].tolist(), batch["attention_mask"][1].tolist(),
-              batch["labels"][1].tolist(), expected_prompt("qwen2-audio", rows[1]["prompt"], None), rows[1]["completion"],
+    check_row("qwen2-audio", tokenizer, ids[own], attention[own], labels[own],
+              expected_prompt_ids("qwen2-audio", tokenizer, rows[0]["prompt"], None), rows[0]["completion"],
               padding_side)
+    # Second row: as without the clip, padded further
+    check_row("qwen2-audio", tokenizer, batch["input_ids"][1].tolist(), batch["attention_mask"][1].tolist(),
+              batch["labels"][1].tolist(), expected_prompt_ids("qwen2-audio", tokenizer, rows[1]["prompt"], None),
+              rows[1]["completion"], padding_side)
     # The clip's features: one second of silence, in a window cut to 104 frames
     assert batch["input_features"].shape == (1, 128, 104)
     assert batch["feature_attention_mask"].sum().item() == 100

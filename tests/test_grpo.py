@@ -31,9 +31,9 @@ def rows():
     return [example.to_row() for example in recipe_task(args).examples("train")[:2]]
 
 
-# The audio GRPO trainer on a Whisper-style audio LM, on an Omni thinker (M-RoPE, its own processor) and on Audio
-# Flamingo 3 (its features' mask under another name)
-MODELS = ["qwen2-audio", "qwen2.5-omni", "audio-flamingo3"]
+# The audio GRPO trainer on a Whisper-style audio LM, an Omni thinker (M-RoPE, its own processor), Audio Flamingo 3
+# (its features' mask under another name) and Voxtral (prompts through mistral_common, one feature row per 30 s chunk)
+MODELS = ["qwen2-audio", "qwen2.5-omni", "audio-flamingo3", "voxtral"]
 
 
 def make_trainer(rows, tmp_path, model_name="qwen2-audio", **overrides):

@@ -84,7 +84,7 @@ def test_run_sft_writes_model_state_and_card(tmp_path):
 # quantised)
 @pytest.mark.parametrize("model_name, preset", [("qwen2-audio", "attention_mlp"), ("qwen2.5-omni", "attention_mlp"),
                                                 ("qwen3-omni-moe", "attention_experts"),
-                                                ("audio-flamingo3", "attention_mlp")])
+                                                ("audio-flamingo3", "attention_mlp"), ("voxtral", "attention_mlp")])
 def test_qlora_recipe_quantises_the_language_model_only(tmp_path, model_name, preset):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb

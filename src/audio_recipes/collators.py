@@ -101,7 +101,7 @@ class AudioChatCollator:
 
     def encode_prompts(self, examples: Sequence[dict[str, Any]]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
         """Token ids of each prompt (audio placeholders expanded) and the audio features of the batch."""
-        texts = self.prompt_texts(examples)
+        texts = self.prompt_texts(examples) if self.family.chat_encoder is None else []
         with_audio = [example for example in examples if example.get("audio")]
         if with_audio and self.sampling_rate is None:
             raise ValueError(f"row {with_audio[0]['id']!r} has audio, but the model has no audio processor "
@@ -115,6 +115,11 @@ class AudioChatCollator:
             peak_normalize=self.audio_options.peak_normalize,
             stats=self.stats,
         )
+        if self.family.chat_encoder is not None:
+            clips = iter(audios)
+            return self.family.chat_encoder.encode_prompts(
+                self.processor, [chat_messages(example) for example in examples],
+                [next(clips) if example.get("audio") else None for example in examples])
         if audios and self.family.one_clip_per_text and len(with_audio) < len(examples):
             # Rows with audio through the processor, the others through the tokenizer, back in the batch's order
             has_audio = [bool(example.get("audio")) for example in examples]
@@ -150,8 +155,7 @@ class AudioChatCollator:
         if self.with_completion:
             self.batch_clips.append(self.stats.loaded - loaded_before)
         if self.with_completion:
-            completions = [example["completion"] + self.end_of_turn for example in examples]
-            completion_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
+            completion_ids = self.completion_ids([example["completion"] for example in examples])
         else:
             completion_ids = [[] for _ in examples]
 
@@ -176,9 +180,18 @@ class AudioChatCollator:
         batch.pop("num_audio_tokens", None)
         return batch
 
+    def completion_ids(self, completions: Sequence[str]) -> list[list[int]]:
+        """Each answer's token ids followed by the end-of-turn token: the tokens that carry loss."""
+        if self.family.chat_encoder is not None:
+            return [self.family.chat_encoder.encode_completion(self.processor, text) for text in completions]
+        texts = [completion + self.end_of_turn for completion in completions]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
     def example_length(self, example: dict[str, Any]) -> int:
         """Tokens of an example without decoding its audio: text tokens plus the audio placeholders that
         the clip's duration (from the file header) expands to. For length-grouped batching."""
+        if self.family.chat_encoder is not None:
+            return self.encoded_example_length(example)
         rendered = self.prompt_texts([example])[0] + (example["completion"] + self.end_of_turn
                                                        if self.with_completion else "")
         text = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
@@ -191,6 +204,20 @@ class AudioChatCollator:
         # The rendered prompt holds one placeholder per clip, which the processor expands
         return len(text) + max(audio_tokens - 1, 0)
 
+    def encoded_example_length(self, example: dict[str, Any]) -> int:
+        """example_length through the family's chat encoder: the prompt encoded with a silent stand-in of the
+        clip's length (read from the header, never decoded), no features computed."""
+        clip = None
+        if example.get("audio"):
+            info = soundfile.info(example["audio"])
+            samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
+            samples = min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
+            clip = np.zeros(samples, dtype=np.float32)
+        prompt_ids, _ = self.family.chat_encoder.encode_prompts(self.processor, [chat_messages(example)], [clip],
+                                                                features=False)
+        answer = self.completion_ids([example["completion"]])[0] if self.with_completion else []
+        return len(prompt_ids[0]) + len(answer)
+
     def audio_token_count(self, samples: int) -> int:
         """Placeholders a clip of `samples` expands to, by the family's rule."""
         return self.family.placeholder_count(self.processor, samples)
@@ -199,13 +226,17 @@ class AudioChatCollator:
         """Token ids of a user turn holding a silent clip (placeholders expanded by the processor) and its features."""
         if self._silent_clip is None:
             messages = [{"role": "user", "content": [{"type": "audio", "audio_url": "silence"}]}]
-            text = self.processor.apply_chat_template(messages, tokenize=False)
             silence = np.zeros(int(SILENT_CLIP_SECONDS * self.sampling_rate), dtype=np.float32)
-            encoded = self.processor(text=[text], audio=[silence], sampling_rate=self.sampling_rate, return_tensors="pt",
-                                     **self.window_kwargs([silence]))
-            features = {key: value for key, value in encoded.items()
-                        if key not in ("input_ids", "attention_mask", "num_audio_tokens")}
-            self._silent_clip = (encoded["input_ids"][0].tolist(), features)
+            if self.family.chat_encoder is not None:
+                clip_ids, features = self.family.chat_encoder.encode_prompts(self.processor, [messages], [silence])
+                self._silent_clip = (clip_ids[0], features)
+            else:
+                text = self.processor.apply_chat_template(messages, tokenize=False)
+                encoded = self.processor(text=[text], audio=[silence], sampling_rate=self.sampling_rate,
+                                         return_tensors="pt", **self.window_kwargs([silence]))
+                features = {key: value for key, value in encoded.items()
+                            if key not in ("input_ids", "attention_mask", "num_audio_tokens")}
+                self._silent_clip = (encoded["input_ids"][0].tolist(), features)
         clip_ids, features = self._silent_clip
         return list(clip_ids), {key: value.clone() for key, value in features.items()}
 

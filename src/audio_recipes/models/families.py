@@ -9,14 +9,15 @@ A family is found from a model's `config.model_type` (`family_for_model_type`), 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import transformers
 from transformers.processing_utils import ProcessorMixin
 
+from audio_recipes.models.voxtral import MISTRAL_CHAT, voxtral_placeholder_count
 from audio_recipes.registry import Registry
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -48,6 +49,22 @@ def windowed_placeholder_count(processor: Any, samples: int) -> int:
     return int(processor._get_audio_token_length(torch.tensor(frames)))
 
 
+class ChatEncoder(Protocol):
+    """How a family whose processor cannot render a chat as text (mistral_common's tokenizer encodes requests itself)
+    turns the collator's chats into token ids; the collator uses it in place of the chat template."""
+
+    def encode_prompts(self, processor: Any, chats: Sequence[list[dict[str, Any]]], clips: Sequence[Any], *,
+                       features: bool = True) -> tuple[list[list[int]], dict[str, Any]]:
+        """Each chat's prompt ids, up to where the answer starts (audio placeholders expanded), and, with
+        `features`, the processor outputs that carry the clips (`clips[i]`: chat i's clip at the processor's
+        rate, or None)."""
+        ...
+
+    def encode_completion(self, processor: Any, completion: str) -> list[int]:
+        """An answer's ids, its end-of-turn token included."""
+        ...
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """What one family of models needs from the project."""
@@ -75,6 +92,7 @@ class ModelFamily:
     # The processor takes exactly one clip per text (AF3 checks it): rows without audio are tokenised apart from it
     one_clip_per_text: bool = False
     audio_only_processor: type | None = None  # loaded instead of the full processor (the Omni processors)
+    chat_encoder: ChatEncoder | None = None  # None: the chat template rendered as text, then the processor
     tiny_model: str | None = None  # its tiny model under tiny-models/ (audio_recipes.testing.tiny_models)
 
     @property
@@ -189,6 +207,21 @@ AUDIO_FLAMINGO3 = register_family(ModelFamily(
     whisper_window=True,
     one_clip_per_text=True,
     tiny_model="audio-flamingo3",
+))
+
+VOXTRAL = register_family(ModelFamily(
+    name="voxtral",
+    model_types=("voxtral",),
+    model_class="VoxtralForConditionalGeneration",
+    processor_classes=("VoxtralProcessor",),
+    audio_encoder=("audio_tower",),
+    projector=("multi_modal_projector",),
+    fixed_encoder_parameters=("embed_positions",),  # Whisper's sinusoids, built frozen as in Qwen2-Audio
+    end_of_turn="</s>",  # mistral_common ends an assistant turn with the eos token
+    audio_inputs=("input_features",),  # one row per 30 s chunk; no mask (the encoder takes whole chunks)
+    audio_placeholders=voxtral_placeholder_count,
+    chat_encoder=MISTRAL_CHAT,  # its processor refuses text holding [AUDIO]: prompts go through mistral_common
+    tiny_model="voxtral",
 ))
 
 # A text language model of a family the project does not list: loaded with AutoModelForCausalLM

@@ -93,6 +93,8 @@ class SpeechVocabulary:
     @classmethod
     def of(cls, tokenizer) -> SpeechVocabulary | None:
         """The speech vocabulary of an extended tokenizer; None when it has none. Checks the ids are in order."""
+        if not hasattr(tokenizer, "get_added_vocab"):  # mistral_common's tokenizers (Voxtral) take no added tokens
+            return None
         added = tokenizer.get_added_vocab()
         if speech_token(0) not in added:
             return None
@@ -149,6 +151,9 @@ def extend_speech_vocabulary(
         return existing
     if not model_args.num_speech_tokens:
         return None
+    if not hasattr(tokenizer, "add_tokens"):
+        raise ValueError(f"num_speech_tokens: this model's tokenizer ({type(tokenizer).__name__}, mistral_common's) "
+                         "cannot take added tokens")
     if model_args.speech_embedding_init not in SPEECH_EMBEDDING_INITS:
         raise ValueError(f"unknown speech_embedding_init {model_args.speech_embedding_init!r}; expected one of "
                          f"{', '.join(SPEECH_EMBEDDING_INITS)}")

@@ -39,6 +39,7 @@ from pathlib import Path
 from audio_recipes.paths import TINY_MODELS_DIR
 from audio_recipes.testing.tiny_audio_flamingo3 import build_tiny_audio_flamingo3
 from audio_recipes.testing.tiny_omni_models import build_tiny_qwen2_5_omni, build_tiny_qwen3_omni_moe
+from audio_recipes.testing.tiny_voxtral import build_tiny_voxtral
 from audio_recipes.testing.tokenizer import AUDIO_TOKEN, ENDOFTEXT, IM_END, IM_START, build_tiny_tokenizer
 
 VOCAB_MULTIPLE = 64  # the model's embedding rows: tokenizer size rounded up to this
@@ -144,8 +145,7 @@ def _builder_fingerprint() -> str:
     import transformers
 
     h = hashlib.sha256(Path(__file__).read_bytes())
-    # the Omni and AF3 builders and the tokenizer live there
-    for module in ("tiny_omni_models.py", "tiny_audio_flamingo3.py", "tokenizer.py"):
+    for module in ("tiny_omni_models.py", "tiny_audio_flamingo3.py", "tiny_voxtral.py", "tokenizer.py"):  # the other builders, the tokenizer
         h.update(Path(__file__).with_name(module).read_bytes())
     h.update(f"{transformers.__version__}|{tokenizers.__version__}|{torch.__version__}".encode())
     return h.hexdigest()[:16]
@@ -321,6 +321,7 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "qwen2.5-omni": build_tiny_qwen2_5_omni,
     "qwen3-omni-moe": build_tiny_qwen3_omni_moe,
     "audio-flamingo3": build_tiny_audio_flamingo3,
+    "voxtral": build_tiny_voxtral,
 }
 
 
@@ -337,7 +338,9 @@ def _sine(seconds: float, sampling_rate: int = 16000, frequency: float = 440.0):
 
 # 1 s = 100 mel frames. Whisper-style encoders (Qwen2-Audio, Qwen2.5-Omni, AF3): a stride-2 conv, then stride-2
 # pooling -> 25. Qwen3-Omni's AuT: 100-frame chunks, each 3 stride-2 convs -> 13 per chunk.
-AUDIO_TOKENS_FOR_ONE_SECOND = {"qwen2_audio": 25, "qwen2_5_omni": 25, "qwen3_omni_moe": 13, "audioflamingo3": 25}
+# Voxtral: every clip padded to whole 30 s chunks, 375 tokens each (12.5 Hz).
+AUDIO_TOKENS_FOR_ONE_SECOND = {"qwen2_audio": 25, "qwen2_5_omni": 25, "qwen3_omni_moe": 13, "audioflamingo3": 25,
+                               "voxtral": 375}
 
 
 def smoke_check(model_dir: Path) -> dict:
@@ -348,7 +351,7 @@ def smoke_check(model_dir: Path) -> dict:
     """
     import torch
 
-    from audio_recipes.models import load_processor, model_class_for
+    from audio_recipes.models import family_for_model_type, load_processor, model_class_for
 
     model_dir = Path(model_dir)
     if _model_type(model_dir) in TEXT_LM_TYPES:
@@ -369,12 +372,18 @@ def smoke_check(model_dir: Path) -> dict:
                 ],
             }
         ]
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        step = "run the processor"
         sampling_rate = processor.feature_extractor.sampling_rate
-        inputs = processor(
-            text=prompt, audio=[_sine(1.0, sampling_rate)], sampling_rate=sampling_rate, return_tensors="pt"
-        )
+        chat_encoder = family_for_model_type(model_type).chat_encoder
+        if chat_encoder is not None:  # a processor that renders no chat as text (Voxtral's): its family encodes it
+            step = "encode the chat"
+            ids, features = chat_encoder.encode_prompts(processor, [messages], [_sine(1.0, sampling_rate)])
+            inputs = {"input_ids": torch.tensor(ids), **features}
+        else:
+            prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            step = "run the processor"
+            inputs = processor(
+                text=prompt, audio=[_sine(1.0, sampling_rate)], sampling_rate=sampling_rate, return_tensors="pt"
+            )
         audio_token_id = model.config.audio_token_id
         num_audio_tokens = int((inputs["input_ids"] == audio_token_id).sum())
         expected = AUDIO_TOKENS_FOR_ONE_SECOND[model_type]
