@@ -25,7 +25,7 @@ from typing import Any
 
 from audio_recipes.config import TaskArguments
 from audio_recipes.decoding import batches, start_output
-from audio_recipes.errors import DataError
+from audio_recipes.errors import DataError, InputError
 from audio_recipes.io import read_jsonl, write_jsonl_atomic
 from audio_recipes.metrics.slu import slurp_gold_entities
 from audio_recipes.prepare.resumable import may_resume, partial_paths, remove_partial
@@ -108,7 +108,11 @@ def load_asr_model(name: str, device: str | None, dtype: str):
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(name, dtype=getattr(torch, dtype)).to(device).eval()
+    try:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(name, dtype=getattr(torch, dtype)).to(device).eval()
+    except ValueError as error:  # transformers' "Unrecognized configuration class" for CTC and other models
+        raise InputError(f"{name} is not an encoder-decoder speech-to-text model (Whisper, Speech2Text, ...), which a "
+                         f"beam-search n-best list needs: {str(error).splitlines()[0][:200]}") from error
     return model, AutoProcessor.from_pretrained(name)
 
 
