@@ -134,6 +134,14 @@ class TaskArguments:
         default=False,
         metadata={"help": "Build the task's small local data set when the data files are absent (tiny recipes)."},
     )
+    rationale_prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "slurp_rationale: the prompt `prepare_data.py slurp_rationale --recipe RECIPE` gives a chat model "
+            "to write each training row's rationale; fields {candidates} (the n-best list, numbered), {label} (the "
+            "gold JSON), {scenario}, {action}, {entities}, {sentence} (the gold transcript). Not read in training."
+        },
+    )
 
 
 @dataclass

@@ -13,6 +13,9 @@ from audio_recipes.registry import Registry
 DATA_BUILDERS: Registry[str] = Registry("data builder")
 DATA_BUILDERS.add("speech_detection", "audio_recipes.tasks.speech_detection.builder")
 DATA_BUILDERS.add("speech_tokens", "audio_recipes.prepare.speech_tokens")
+DATA_BUILDERS.add("slurp", "audio_recipes.prepare.slurp")
+DATA_BUILDERS.add("slurp_nbest", "audio_recipes.prepare.slurp_nbest")
+DATA_BUILDERS.add("slurp_rationale", "audio_recipes.prepare.slurp_rationale")
 
 
 def run_builder(name: str, argv: list[str]) -> None:

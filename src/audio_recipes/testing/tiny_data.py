@@ -135,6 +135,71 @@ def build_tiny_slurp(output_dir: Path) -> Path:
     return build_once(output_dir, write, version=2)  # 2: four scenarios (assets/README.md says why)
 
 
+# Words an ASR system confuses, for the tiny n-best lists (each way round)
+_CONFUSIONS = [("to", "two"), ("for", "four"), ("the", "a"), ("me", "my"), ("light", "lights"), ("on", "and"),
+               ("set", "sit"), ("play", "pay"), ("wake", "make"), ("weather", "whether"), ("off", "of"),
+               ("alarm", "a alarm"), ("in", "and"), ("at", "add"), ("song", "son"), ("music", "muse it")]
+TINY_NBEST_SIZE = 4
+
+
+def tiny_nbest(sentence: str, seed: int) -> list[str]:
+    """A made-up ASR n-best list of `sentence`: the sentence and variants with a word confused, dropped or
+    repeated, the sentence itself not always first (the audio tells which is right)."""
+    rng = random.Random(seed)
+    words = sentence.split()
+    confusions = dict(_CONFUSIONS) | {b: a for a, b in _CONFUSIONS}
+    variants: list[str] = []
+    for _ in range(20):
+        changed = list(words)
+        position = rng.randrange(len(changed))
+        kind = rng.choice(("confuse", "drop", "repeat")) if len(changed) > 1 else "repeat"
+        if kind == "confuse" and changed[position].lower() in confusions:
+            changed[position] = confusions[changed[position].lower()]
+        elif kind == "drop":
+            del changed[position]
+        else:
+            changed.insert(position, changed[position])
+        variant = " ".join(changed)
+        if variant != sentence and variant not in variants:
+            variants.append(variant)
+        if len(variants) == TINY_NBEST_SIZE - 1:
+            break
+    candidates = variants[:TINY_NBEST_SIZE - 1]
+    candidates.insert(rng.randrange(min(2, len(candidates)) + 1), sentence)
+    return candidates
+
+
+def tiny_rationale(label: dict[str, Any]) -> str:
+    """A short rationale written from the gold label, as a teacher shown the label would write one."""
+    entities = "; ".join(f"'{entity['filler']}' is the {entity['type'].replace('_', ' ')}" for entity in label["entities"])
+    return (f"The command is about {label['scenario']} and asks to {label['action'].replace('_', ' ')}. "
+            + (f"{entities[0].upper()}{entities[1:]}." if entities else "It names no entities."))
+
+
+def build_tiny_slurp_rationale(output_dir: Path) -> Path:
+    """train/devel/test.jsonl rows for slurp_rationale (filename, candidates, final, rationale_text) and audio/,
+    from the tiny SLURP data (built beside it): real annotations, espeak-ng speech, made-up n-best lists and
+    rationales written from the gold labels (prepare_data.py slurp_nbest and slurp_rationale write real ones)."""
+    from audio_recipes.metrics.slu import slurp_gold_entities
+
+    slurp = build_tiny_slurp(Path(output_dir).parent / "slurp")
+
+    def write(staging: Path) -> None:
+        (staging / "audio").mkdir()
+        for split in TINY_SLURP_SIZES:
+            rows = []
+            for row in read_jsonl(slurp / f"{split}.jsonl"):
+                recording = row["recordings"][0]["file"]
+                shutil.copyfile(slurp / "audio" / recording, staging / "audio" / recording)
+                label = {"scenario": row["scenario"], "action": row["action"], "entities": slurp_gold_entities(row)}
+                rows.append({"slurp_id": row["slurp_id"], "filename": recording, "sentence": row["sentence"],
+                             "candidates": tiny_nbest(row["sentence"], seed=int(row["slurp_id"])), "final": label,
+                             "rationale_text": tiny_rationale(label)})
+            write_jsonl_atomic(staging / f"{split}.jsonl", rows)
+
+    return build_once(output_dir, write)
+
+
 # A fixture in Speech-MASSIVE's schema (fr-FR): (annot_utt, intent_str)
 FIXTURE_MASSIVE_FR = [
     ("réveille-moi à [time : sept heures]", "alarm_set"),
@@ -436,6 +501,7 @@ def build_tiny_speech_tokens(output_dir: Path) -> Path:
 # Task name -> builder(folder, the recipe's task options) of its tiny data set
 TINY_DATA: Registry[Callable[[Path, TaskArguments], Path]] = Registry("tiny data set")
 TINY_DATA.add("slurp", lambda folder, args: build_tiny_slurp(folder))
+TINY_DATA.add("slurp_rationale", lambda folder, args: build_tiny_slurp_rationale(folder))
 TINY_DATA.add("speech_massive", lambda folder, args: build_tiny_speech_massive(folder, locale=args.locale or "fr-FR"))
 TINY_DATA.add("mmar", lambda folder, args: build_tiny_audio_choice(folder))
 TINY_DATA.add("mmau", lambda folder, args: build_tiny_audio_choice(folder))
