@@ -195,8 +195,10 @@ def test_choice_predictions_count_repeated_rows_and_unknown_ids(task, tmp_path):
             {"id": "not-in-gold", field: "Yes"}]
     metrics = get_task(task).score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", rows))
     assert metrics["num_duplicates"] == 1 and metrics["num_unmatched_predictions"] == 1
-    # One figure per gold item, the repeated id's last row scored (the official scripts would score 4 rows)
+    # One figure per gold item, the repeated id's last row scored
     assert metrics["accuracy"] == 1.0 and metrics["num_gold"] == 2 and metrics["num_missing"] == 0
+    # The official scripts score every row, the repeated one twice; the unknown id has no answer to score against
+    assert metrics["accuracy_official"] == pytest.approx(2 / 3) and metrics["num_scored_official"] == 3
 
 
 @pytest.mark.parametrize(("task", "row"), [("speech_massive", MASSIVE_ROW), ("speech_tokens", TOKENS_ROW)])
