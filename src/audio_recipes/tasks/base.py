@@ -67,6 +67,10 @@ class Task(ABC):
     def data_file(self, split: str) -> str | None:
         return {"train": self.args.train_file, "eval": self.args.eval_file, "test": self.args.test_file}[split]
 
+    def data_source(self, split: str) -> str | None:
+        """The data `split` reads, as metrics.json names it: its file, or the Hub dataset."""
+        return self.data_file(split) or self.args.dataset_name
+
     def examples(self, split: str) -> list[Example]:
         """The items of `split` ('train', 'eval' or 'test'), with prompt and target built."""
         if split not in SPLITS:
