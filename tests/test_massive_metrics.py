@@ -23,7 +23,7 @@ from audio_recipes.tasks.slu_format import strip_annotation
 from audio_recipes.testing.tiny_data import FIXTURE_MASSIVE_FR
 
 ROOT = Path(__file__).resolve().parents[1]
-O = OUTSIDE
+X = OUTSIDE  # the tag of a word outside every slot
 
 
 def gold(annotation: str, intent: str, item_id: str = "1") -> dict:
@@ -35,28 +35,28 @@ def test_gold_tags_follow_massives_rule():
     tokens, tags = annotation_tags("joue la vie en rose de édith piaf",
                                    "joue [song_name : la vie en rose] de [artist_name : édith piaf]")
     assert tokens == ["joue", "la", "vie", "en", "rose", "de", "édith", "piaf"]
-    assert tags == [O, "song_name", "song_name", "song_name", "song_name", O, "artist_name", "artist_name"]
-    assert annotation_tags("monte le son", "monte le son")[1] == [O, O, O]
+    assert tags == [X, "song_name", "song_name", "song_name", "song_name", X, "artist_name", "artist_name"]
+    assert annotation_tags("monte le son", "monte le son")[1] == [X, X, X]
     # Two adjacent spans of one type read as one in BIO, as MASSIVE's convert_to_bio reads them
-    assert to_bio(["date", "date", O, "time"]) == ["B-date", "I-date", "O", "B-time"]
+    assert to_bio(["date", "date", X, "time"]) == ["B-date", "I-date", "O", "B-time"]
 
 
 def test_alignment_on_repeated_words():
     item = gold("envoie un courriel à [person : marie] et marie", "email_sendemail")
-    assert item["tags"] == [O, O, O, O, "person", O, O]
+    assert item["tags"] == [X, X, X, X, "person", X, X]
     # One predicted person: the leftmost "marie"; two: both, in order
-    assert align_entities(item["tokens"], [{"type": "person", "filler": "marie"}]) == ([O] * 4 + ["person", O, O], [])
+    assert align_entities(item["tokens"], [{"type": "person", "filler": "marie"}]) == ([X] * 4 + ["person", X, X], [])
     tags, unaligned = align_entities(item["tokens"], [{"type": "person", "filler": "Marie"}] * 2)
-    assert tags == [O] * 4 + ["person", O, "person"] and unaligned == []
+    assert tags == [X] * 4 + ["person", X, "person"] and unaligned == []
     # A later entity starts after the one before it; output out of order falls back to the leftmost free run
     tokens = "mets une alarme à midi et à midi".split()
     tags, _ = align_entities(tokens, [{"type": "time", "filler": "midi"}, {"type": "date", "filler": "à"}])
-    assert tags == [O, O, O, O, "time", O, "date", O]
+    assert tags == [X, X, X, X, "time", X, "date", X]
     tags, _ = align_entities(tokens, [{"type": "date", "filler": "et à midi"}, {"type": "time", "filler": "midi"}])
-    assert tags == [O, O, O, O, "time", "date", "date", "date"]
+    assert tags == [X, X, X, X, "time", "date", "date", "date"]
     # A filler that is not in the utterance tags nothing and is counted
     tags, unaligned = align_entities(tokens, [{"type": "time", "filler": "minuit"}])
-    assert tags == [O] * 8 and unaligned == [{"type": "time", "filler": "minuit"}]
+    assert tags == [X] * 8 and unaligned == [{"type": "time", "filler": "minuit"}]
 
 
 @pytest.mark.filterwarnings("ignore:F-score is ill-defined")
