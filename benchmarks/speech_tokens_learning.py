@@ -64,8 +64,11 @@ def train_and_generate(variant: str, output_dir: Path, epochs: float, learning_r
 def mmlu_before_after(output_dir: Path, items: int) -> dict:
     models = [str(TINY_MODELS_DIR / "qwen3"), *(str(output_dir / variant) for variant in VARIANTS)]
     args = [argument for model in models for argument in ("--model", model)]
+    # The log-likelihood variant, as the recorded results were measured (random tiny models: one forward per choice,
+    # not 256 generated tokens per item)
     summary = json.loads(run("eval_mmlu_redux.py", *args, "--subjects", *MMLU_SUBJECTS, "--max_items_per_subject",
-                             str(items), "--dtype", "float32", "--output_dir", str(output_dir / "mmlu_redux"))
+                             str(items), "--dtype", "float32", "--output_dir", str(output_dir / "mmlu_redux"),
+                             "--variant", "loglikelihood")
                          .strip().splitlines()[-1])
     names = ["base", *VARIANTS]
     return {f"mmlu_accuracy_{name}": summary[model]["accuracy"] for name, model in zip(names, models, strict=True)}

@@ -1,5 +1,6 @@
 """Multiple-choice extraction and the MMAR / MMAU matching rule, on hand cases and the real metadata."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 from helpers import call_with_timeout
 
 from audio_recipes.config import TaskArguments
-from audio_recipes.metrics.choice import extract_choice, score_choices, string_match, strip_thinking
+from audio_recipes.metrics.choice import extract_choice, score_choice_rows, string_match, strip_thinking
 from audio_recipes.tasks import get_task
 from audio_recipes.tasks.multiple_choice import SYSTEM_PROMPT, choice_prompt, choice_target, read_rows
 
@@ -98,19 +99,27 @@ def test_tag_spans_are_the_lazy_regexs():
         assert last_tagged(text, "answer") == (found[-1] if found else None), text
 
 
-def test_score_choices_counts_missing_as_wrong_unless_skipped():
+def test_score_choice_rows_counts_missing_and_empty_as_wrong_and_skip_missing_leaves_out_only_missing():
     items = [
         {"id": "1", "answer": "Yes", "choices": ["Yes", "No"], "modality": "speech"},
         {"id": "2", "answer": "No", "choices": ["Yes", "No"], "modality": "speech"},
         {"id": "3", "answer": "Dense Forest", "choices": CHOICES, "modality": "music"},
         {"id": "4", "answer": "Open Grassland", "choices": CHOICES, "modality": "music"},
+        {"id": "5", "answer": "Open Grassland", "choices": CHOICES, "modality": "music"},
     ]
-    predictions = {"1": "Yes", "2": "Yes", "3": "Dense Forest", "4": "  "}
-    metrics = score_choices(items, predictions, group_fields=("modality",))
-    assert metrics["accuracy"] == 0.5 and metrics["num_missing"] == 1 and metrics["num_scored"] == 4
-    assert metrics["accuracy[modality=speech]"] == 0.5 and metrics["accuracy[modality=music]"] == 0.5
-    skipped = score_choices(items, predictions, group_fields=("modality",), skip_missing=True)
-    assert skipped["accuracy"] == pytest.approx(2 / 3) and skipped["accuracy[modality=music]"] == 1.0
+    rows = [{"id": "1", "out": "Yes"}, {"id": "2", "out": "Yes"}, {"id": "3", "out": "Dense Forest"},
+            {"id": "4", "out": "  "}, {"id": "5"}]
+    score = functools.partial(score_choice_rows, prediction_key="out", group_fields=("modality",),
+                              official_group_fields=("modality",))
+    metrics = score(items, rows)
+    assert metrics["accuracy"] == pytest.approx(2 / 5) and metrics["num_scored"] == 5
+    assert (metrics["num_missing"], metrics["num_empty"]) == (1, 1)
+    assert metrics["accuracy[modality=speech]"] == 0.5 and metrics["accuracy[modality=music]"] == pytest.approx(1 / 3)
+    # The official rule: the row without the key is skipped, the empty one is wrong
+    assert metrics["accuracy_official"] == pytest.approx(2 / 4) and metrics["num_scored_official"] == 4
+    assert metrics["accuracy_official[modality=music]"] == 0.5
+    skipped = score(items, rows, skip_missing=True)
+    assert skipped["accuracy"] == pytest.approx(2 / 4) and skipped["accuracy[modality=music]"] == 0.5
 
 
 def test_mmar_prompts_never_carry_reasoning_annotations(shared_data):
@@ -131,17 +140,23 @@ def test_mmar_prompts_never_carry_reasoning_annotations(shared_data):
         assert extract_choice(example.completion, item["choices"]) == item["choices"].index(item["answer"])
 
 
-def test_letter_only_answers_reach_the_official_file_as_choice_text(shared_data):
+def test_the_prediction_file_holds_the_raw_output_under_the_official_key_and_our_extraction_beside_it(shared_data):
     task = get_task("mmau", TaskArguments(task="mmau", test_file=str(shared_data / "mmau/mmau-test-mini.json"),
                                           input_mode="text"))
     examples = task.examples("test")[:3]
     items = [json.loads(e.reference) for e in examples]
     letter = "ABCD"[items[0]["choices"].index(items[0]["answer"])]
     outputs = [f"<answer>{letter}</answer>", "no idea", ""]
-    rows = {e.id: task.official_prediction(e, task.parse(o)) for e, o in zip(examples, outputs, strict=True)}
-    assert rows[examples[0].id]["model_output"] == items[0]["answer"]
+    rows = {e.id: task.prediction_row(e, {"raw_output": o, "prediction": task.parse(o)})
+            for e, o in zip(examples, outputs, strict=True)}
+    first = rows[examples[0].id]
+    assert first["model_output"] == outputs[0] and first["extracted_choice"] == items[0]["answer"]
+    assert {key: first[key] for key in items[0]} == items[0]  # the benchmark file's row, as its script reads it
+    assert rows[examples[1].id]["extracted_choice"] is None
     metrics = task.score(examples, rows)
-    assert metrics["accuracy"] == pytest.approx(1 / 3) and metrics["num_missing"] == 1
+    # The official rule on the raw outputs: a letter alone names no choice's words
+    assert metrics["accuracy"] == metrics["accuracy_official"] == 0.0 and metrics["num_empty"] == 1
+    assert metrics["accuracy_extracted"] == pytest.approx(1 / 3)
 
 
 # What the untrained tiny Qwen2-Audio answered on the tiny MMAR items (evaluate.py --max_new_tokens 16)
@@ -167,7 +182,9 @@ def test_an_output_that_names_no_choice_is_invalid_counted_and_wrong(task_name, 
     assert [row["prediction"]["valid"] for row in rows] == [False, False, True, True, True, True, False]
     official, metrics = score_outputs(task, examples, rows, tmp_path / "predictions.jsonl")
     assert metrics["num_invalid_outputs"] == 3
-    assert metrics["accuracy"] == pytest.approx(3 / 7)  # the three valid right answers; the invalid ones are wrong
+    assert metrics["accuracy_extracted"] == pytest.approx(3 / 7)  # the three valid right answers; the rest are wrong
+    # The official rule on the raw outputs: "B" alone names no choice's words
+    assert metrics["accuracy"] == metrics["accuracy_official"] == pytest.approx(2 / 7)
 
 
 def test_score_script_mmar_and_mmau(shared_data, tmp_path):
@@ -186,6 +203,7 @@ def test_score_script_mmar_and_mmau(shared_data, tmp_path):
 
     metrics = score("mmar", shared_data / "mmar/MMAR-meta.jsonl")
     assert metrics["accuracy"] == pytest.approx(10 / 1000) and metrics["num_missing"] == 980
+    assert metrics["accuracy_official"] == 0.5 and metrics["num_scored_official"] == 20
     assert "accuracy[modality=speech]" in metrics and "accuracy[sub-category=Music Theory]" in metrics
     assert score("mmar", shared_data / "mmar/MMAR-meta.jsonl", "--skip_missing")["accuracy"] == 0.5
 
@@ -217,17 +235,24 @@ def test_tiny_recipe_evaluates_into_the_benchmark_format(task, tmp_path):
          "--model_name_or_path", "tiny-models/qwen2-audio", "--max_eval_samples", "4", "--max_new_tokens", "8",
          "--output_dir", str(output)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    predictions = output / {"mmar": "predictions.jsonl", "mmau": "predictions.json"}[task]
+    rows = read_rows(predictions)
     field = {"mmar": "answer_prediction", "mmau": "model_output"}[task]
     gold = ROOT / "data/tiny/audio_choice" / {"mmar": "mmar_test.jsonl", "mmau": "mmau_test.json"}[task]
-    assert len(rows) == 4 and all(set(row) == {"id", field} for row in rows)
-    # An output is valid when it names one of its item's choices, as the official file's answer is read
-    raw = [json.loads(line) for line in (output / "raw_outputs.jsonl").read_text().splitlines()]
-    choices = {str(item["id"]): item["choices"] for item in read_rows(gold)}
-    named = [extract_choice(row["prediction"]["answer_text"], choices[row["id"]]) is not None for row in raw]
-    assert [row["prediction"]["valid"] for row in raw] == named
+    items = {str(item["id"]): item for item in read_rows(gold)}
+    raw = {row["id"]: row for row in map(json.loads, (output / "raw_outputs.jsonl").read_text().splitlines())}
+    assert len(rows) == 4
+    for row in rows:  # the gold row, the raw output under the official key, our extraction beside it
+        assert row[field] == raw[row["id"]]["raw_output"] and "extracted_choice" in row
+        assert {key: row[key] for key in ("question", "choices", "answer")} == {
+            key: items[row["id"]][key] for key in ("question", "choices", "answer")}
+    # An output is valid when it names one of its item's choices, as the extraction reads it
+    named = [extract_choice(row["prediction"]["answer_text"], items[row["id"]]["choices"]) is not None
+             for row in raw.values()]
+    assert [row["prediction"]["valid"] for row in raw.values()] == named
     assert metrics["num_invalid_outputs"] == named.count(False)
     scored = subprocess.run([sys.executable, str(ROOT / "scripts/score.py"), task, "--gold", str(gold),
-                             "--predictions", str(output / "predictions.jsonl"), "--skip_missing"],
-                            capture_output=True, text=True, check=True)
-    assert json.loads(scored.stdout.strip().splitlines()[-1])["accuracy"] == metrics["accuracy"]
+                             "--predictions", str(predictions)], capture_output=True, text=True, check=True)
+    from_file = json.loads(scored.stdout.strip().splitlines()[-1])
+    for key in ("accuracy", "accuracy_official", "accuracy_extracted"):
+        assert from_file[key] == metrics[key], key

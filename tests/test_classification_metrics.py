@@ -67,6 +67,19 @@ def test_mcnemar_exact_equals_statsmodels(b, c):
         assert result.p_value == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue, abs=1e-12)
 
 
+@pytest.mark.parametrize("b,c", [(0, 0), (1, 0), (0, 1), (600, 423), (0, 1023), (612, 412), (1, 1023), (0, 1024),
+                                 (2400, 2600), (0, 5000), (49_000, 51_000), (50_000, 50_000), (0, 100_000)])
+def test_mcnemar_exact_on_many_discordant_pairs_equals_statsmodels(b, c):
+    # b + c in {0, 1, 1023, 1024, 5000, 100000}: the sum over 2.0 ** (b + c) overflowed from 1024 on
+    first = [True] * b + [False] * c + [True, False]
+    second = [False] * b + [True] * c + [True, False]
+    result = mcnemar_exact(first, second)
+    reference = mcnemar([[1, b], [c, 1]], exact=True).pvalue
+    assert (result.only_first_correct, result.only_second_correct) == (b, c)
+    assert result.p_value == pytest.approx(reference, rel=1e-12, abs=1e-300)
+    assert 0.0 <= result.p_value <= 1.0
+
+
 def test_bootstrap_interval_agrees_with_scipy_and_the_normal_approximation():
     rng = np.random.default_rng(1)
     correct = rng.random(400) < 0.7

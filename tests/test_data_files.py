@@ -156,7 +156,7 @@ def test_evaluation_data_with_a_repeated_id_is_an_error_naming_the_ids_and_the_f
 
 
 def slurp_prediction(row: dict, key: str = "file", scenario: str | None = None) -> dict:
-    item_id = row["recordings"][0]["file"] if key == "file" else row["slurp_id"]
+    item_id = row["recordings"][0]["file"] if key == "file" else str(row["slurp_id"])  # the official key: a string
     return {key: item_id, "scenario": scenario or row["scenario"], "action": row["action"], "entities": []}
 
 
@@ -182,7 +182,7 @@ def test_slurp_predictions_mixing_file_and_slurp_id_keys_are_an_error_naming_bot
     # It scored every row keyed by slurp_id as missing
     first_file, first_id = re.escape(gold_rows[1]["recordings"][0]["file"]), gold_rows[0]["slurp_id"]
     with pytest.raises(DataError, match=rf"{mixed}: prediction rows mix keys: 1 keyed by 'file' \(first: "
-                                        rf"'{first_file}'\), 1 by 'slurp_id' alone \(first: {first_id}\)"):
+                                        rf"'{first_file}'\), 1 by 'slurp_id' alone \(first: '{first_id}'\)"):
         get_task("slurp").score_files(gold, mixed)
 
 
@@ -195,8 +195,10 @@ def test_choice_predictions_count_repeated_rows_and_unknown_ids(task, tmp_path):
             {"id": "not-in-gold", field: "Yes"}]
     metrics = get_task(task).score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", rows))
     assert metrics["num_duplicates"] == 1 and metrics["num_unmatched_predictions"] == 1
-    # One figure per gold item, the repeated id's last row scored (the official scripts would score 4 rows)
+    # One figure per gold item, the repeated id's last row scored
     assert metrics["accuracy"] == 1.0 and metrics["num_gold"] == 2 and metrics["num_missing"] == 0
+    # The official scripts score every row, the repeated one twice; the unknown id has no answer to score against
+    assert metrics["accuracy_official"] == pytest.approx(2 / 3) and metrics["num_scored_official"] == 3
 
 
 @pytest.mark.parametrize(("task", "row"), [("speech_massive", MASSIVE_ROW), ("speech_tokens", TOKENS_ROW)])

@@ -161,6 +161,8 @@ def test_audio_predictions_are_keyed_by_file_one_row_per_item_and_score_py_agree
     assert (metrics["num_gold"], metrics["num_predicted"], metrics["num_missing"]) == (5, 5, 0)
     assert metrics["num_invalid_outputs"] == sum(not row["prediction"]["valid"] for row in raw)
     assert metrics["split"] == "test"
+    assert metrics["data"] == "data/tiny/slurp/test.jsonl"  # which data the split was
+    assert {f"{key}_official" for key in METRIC_KEYS} <= set(metrics)
 
     gold = output_dir.parent / "gold-audio.jsonl"
     write_jsonl(gold, gold_rows_for(expected_ids))

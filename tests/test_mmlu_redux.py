@@ -159,3 +159,84 @@ def test_summary_by_subject_counts_missing_rows_as_wrong():
     assert "| x | 3 | 33.3 | 0.0 | -33.3 |" in table and "| z | 0 | - | - | - |" in table
     assert "| **overall (micro)** | 4 | 50.0 | 25.0 | -25.0 |" in table
     assert not math.isnan(summary["macro_accuracy"])
+
+
+# ---------------------------------------------------------------- the generative variant (lm-eval's mmlu_redux_generative)
+
+
+def test_first_letter_is_lm_evals_filter():
+    from audio_recipes.pipelines.mmlu_redux import first_letter
+
+    assert first_letter("C") == "C" and first_letter(" (d) or C.") == "C"
+    assert first_letter("Based on the passage, A") == "B"  # the first capital A-D anywhere, as lm-eval's regex reads
+    assert first_letter("none of these") == "[invalid]"
+
+
+def test_the_generative_variant_scores_the_ok_rows(shared_data):
+    from audio_recipes.pipelines.mmlu_redux import variant_items
+
+    data = read_mmlu_redux(shared_data / "mmlu_redux")
+    assert len(variant_items(data, "generative")) == 5330  # error_type "ok" in any case: fxmarty/mmlu-redux-2.0-ok
+    assert len(variant_items(data, "loglikelihood")) == 5700
+    assert {item.error_type for item in data.items} >= {"ok", "wrong groundtruth", "bad question clarity"}
+    rows = {item.id: {"correct": True} for item in variant_items(data, "generative")}
+    summary = summarize(data, rows, "generative")
+    assert (summary["accuracy"], summary["items"], summary["items_not_ok"]) == (1.0, 5330, 370)
+    assert (summary["variant"], summary["lm_eval_task"]) == ("generative", "mmlu_redux_generative")
+
+
+def test_prompts_and_items_are_lm_evals_request_by_request(shared_data, tmp_path, monkeypatch):
+    """Every request the installed lm-eval builds from its own templates (mmlu_redux_generative's, with each
+    subject's description from its task file; mmlu's) over the local rows, against ours."""
+    from audio_recipes.pipelines.mmlu_redux import (
+        INSTRUCTION,
+        description,
+        generative_prompt,
+        lm_eval_generative_description,
+        lm_eval_generative_template,
+        lm_eval_requests,
+        variant_items,
+    )
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = read_mmlu_redux(shared_data / "mmlu_redux")
+    assert all(lm_eval_generative_description(subject) == description(subject) for subject in data.subjects)
+    template = lm_eval_generative_template()
+    assert template["output_type"] == "generate_until" and template["generation_kwargs"] == {"until": ["</s>"]}
+    assert template["doc_to_text"].endswith(INSTRUCTION)
+    assert template["filter_list"][0]["filter"][0]["regex_pattern"] == "([ABCD])"
+
+    requests = lm_eval_requests(data, tmp_path / "generative", "generative")
+    items = variant_items(data, "generative")
+    assert sorted(requests) == sorted(item.id for item in items)  # the same 5,330 items
+    for item in items:
+        (context, gen_kwargs), = requests[item.id]
+        assert context == generative_prompt(item), item.id
+        assert gen_kwargs["until"] == ["</s>"]
+
+    # The log-likelihood variant, by name, on three subjects (all 5,700 rows: its items, not only the "ok" ones)
+    some = read_mmlu_redux(shared_data / "mmlu_redux", subjects=["anatomy", "virology", "moral_scenarios"])
+    requests = lm_eval_requests(some, tmp_path / "loglikelihood", "loglikelihood")
+    assert len(requests) == 300
+    for item in some.items:
+        assert requests[item.id] == [(prompt(item), f" {label}") for label in "ABCD"], item.id
+
+
+def test_generative_scorer_matches_lm_eval_harness(tiny, shared_data, tmp_path, monkeypatch):
+    """The same items through lm-eval (its HF wrapper, generate_until, first-letter filter, exact_match) and ours."""
+    from audio_recipes.pipelines.mmlu_redux import generate_items, generative_prompt, variant_items
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    path, model, tokenizer = tiny
+    data = read_mmlu_redux(shared_data / "mmlu_redux", subjects=["anatomy", "machine_learning", "moral_scenarios"],
+                           max_items_per_subject=4)
+    items = variant_items(data, "generative")
+    harness = run_lm_eval(str(path), data, tmp_path / "tasks", batch_size=4, dtype="float32", variant="generative",
+                          max_new_tokens=8)
+    ours = generate_items(model, tokenizer, items, tmp_path / "items.jsonl", batch_size=3, max_new_tokens=8)
+    assert sorted(harness) == sorted(ours) == sorted(item.id for item in items)
+    for item in items:
+        assert harness[item.id]["contexts"] == [generative_prompt(item)]
+        for key in ("response", "prediction", "answer", "correct"):
+            assert ours[item.id][key] == harness[item.id][key], (item.id, key)

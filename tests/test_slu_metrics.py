@@ -4,8 +4,11 @@ import json
 
 import pytest
 
+from audio_recipes.errors import DataError
 from audio_recipes.metrics.slu import (
+    METRIC_KEYS,
     F1Counter,
+    OfficialScriptStops,
     char_distance,
     distance_f1_counts,
     score_slurp,
@@ -28,6 +31,7 @@ KEYS = {
     "num_unmatched_predictions",
     "num_malformed_predictions",
     "num_duplicates",
+    *(f"{key}_official" for key in METRIC_KEYS),
 }
 
 
@@ -91,11 +95,25 @@ def test_distances():
     assert word_distance("bob", "ann lee") == 2.0  # WER is not capped at 1, as in the original
     assert word_distance("seven am", "seven am") == 0.0
     assert word_distance("seven am", "") == 1.0
-    assert word_distance("", "") == 0.0
     assert char_distance("miles davis", "miles") == pytest.approx(6 / 11)
     assert char_distance("kitten", "sitting") == pytest.approx(3 / 7)
-    assert char_distance("", "") == 0.0
     assert char_distance("abc", "") == 1.0
+    # The official libraries' edge cases: textdistance gives 1 for two empty strings, jiwer stops on an empty truth
+    assert char_distance("", "") == 1.0
+    with pytest.raises(OfficialScriptStops):
+        word_distance("", "")
+
+
+def test_word_distance_splits_on_a_single_space_only_as_jiwer_2_does():
+    # jiwer 2.0.0 (the version SLURP's scripts pin): runs of 2+ whitespace characters become a space, then split on " "
+    assert word_distance("miles davis", "miles\tdavis") == 1.0  # one word "miles\tdavis": 1 substitution, 1 deletion
+    assert word_distance("miles davis", "miles\u00a0davis") == 1.0  # a no-break space joins the words too
+    assert word_distance("miles davis", "miles \u00a0davis") == 0.0  # a run of two whitespace characters splits
+    assert word_distance("miles davis", " miles  davis\n") == 0.0
+    assert word_distance("miles davis", ["miles", "davis"]) == 0.0  # jiwer reads a list as sentences
+    for value in (None, 5, {"a": 1}, ["miles", 5]):
+        with pytest.raises(OfficialScriptStops):
+            word_distance("miles davis", value)
 
 
 def test_word_distance_is_jiwer_wer():
@@ -130,30 +148,39 @@ def test_f1_counter():
     assert (counts + F1Counter(1, 1, 1)) == F1Counter(4, 2.5, 3.5)
 
 
+def entity(entity_type, filler, **more):
+    return {"type": entity_type, "filler": filler, **more}
+
+
 def test_span_f1_counts_each_gold_entity_once():
-    gold = [("date", "today")]
-    assert span_f1_counts(gold, [("date", "today"), ("date", "today")]) == F1Counter(1, 1, 0)
-    assert span_f1_counts(gold + gold, [("date", "today")]) == F1Counter(1, 0, 1)
-    assert span_f1_counts(gold, [("time", "today")]) == F1Counter(0, 1, 1)
+    gold = [entity("date", "today")]
+    assert span_f1_counts(gold, [entity("date", "today"), entity("date", "today")]) == F1Counter(1, 1, 0)
+    assert span_f1_counts(gold + gold, [entity("date", "today")]) == F1Counter(1, 0, 1)
+    assert span_f1_counts(gold, [entity("time", "today")]) == F1Counter(0, 1, 1)
+    # Whole dicts are compared: an entity with another key is not the gold one (the distance F1s still match it)
+    assert span_f1_counts(gold, [entity("date", "today", span=[3])]) == F1Counter(0, 1, 1)
+    assert distance_f1_counts(gold, [entity("date", "today", span=[3])], word_distance) == F1Counter(1, 0, 0)
 
 
 def test_distance_f1_is_greedy_in_prediction_order():
-    gold = [("person", "ann lee"), ("person", "bob")]
+    gold = [entity("person", "ann lee"), entity("person", "bob")]
+    predicted = [entity("person", "ann"), entity("person", "ann lee")]
     # "ann" takes "ann lee" (WER 0.5, the closest); "ann lee" is then left with "bob" (WER 2).
-    word = distance_f1_counts(gold, [("person", "ann"), ("person", "ann lee")], word_distance)
+    word = distance_f1_counts(gold, predicted, word_distance)
     assert word == F1Counter(2, 2.5, 2.5)
     assert word.f1 == pytest.approx(4 / 9)
-    char = distance_f1_counts(gold, [("person", "ann"), ("person", "ann lee")], char_distance)
+    char = distance_f1_counts(gold, predicted, char_distance)
     assert (char.tp, char.fp, char.fn) == pytest.approx((2, 4 / 7 + 1, 4 / 7 + 1))
     assert char.f1 == pytest.approx(0.56)
     # A second prediction of a type whose gold entities are all matched is a false positive.
     assert distance_f1_counts(
-        [("date", "today")], [("date", "today"), ("date", "now")], word_distance
+        [entity("date", "today")], [entity("date", "today"), entity("date", "now")], word_distance
     ) == F1Counter(1, 1, 0)
     # Ties go to the first gold entity of the type: "yo" is 2/4 from both and takes "york", leaving
     # "yolk" to match exactly (taking "yolk" would leave "york" at 1/4 for the second prediction).
     tied = distance_f1_counts(
-        [("place", "york"), ("place", "yolk")], [("place", "yo"), ("place", "yolk")], char_distance
+        [entity("place", "york"), entity("place", "yolk")], [entity("place", "yo"), entity("place", "yolk")],
+        char_distance,
     )
     assert tied == F1Counter(2, 0.5, 0.5)
 
@@ -175,6 +202,10 @@ def test_missing_prediction_counts_as_wrong():
     assert (result["num_gold"], result["num_predicted"], result["num_missing"]) == (3, 2, 1)
     assert result["num_unmatched_predictions"] == 1
     assert result["num_malformed_predictions"] == 0
+    # The official figures: the predicted items only, as skip_missing makes the strict ones
+    skipped = score_slurp(GOLD, PREDICTIONS, skip_missing=True)
+    for key in METRIC_KEYS:
+        assert result[f"{key}_official"] == skipped[key] == skipped[f"{key}_official"], key
 
 
 def test_skip_missing_scores_only_predicted_items():
@@ -192,9 +223,8 @@ def test_skip_missing_scores_only_predicted_items():
 def test_predictions_keyed_by_slurp_id_score_sentences():
     predictions = [
         {"slurp_id": "1", "scenario": "play", "action": "music", "entities": []},  # replaced below
-        # An int id, read as "2".
         {
-            "slurp_id": 2,
+            "slurp_id": "2",
             "scenario": "alarm",
             "action": "set",
             "entities": [{"type": "time", "filler": "seven am"}],
@@ -219,39 +249,54 @@ def test_predictions_keyed_by_slurp_id_score_sentences():
 def test_intent_is_scenario_underscore_action():
     # The original compares "{scenario}_{action}" strings, so this intent is right although both parts are wrong.
     gold = [_row(3, ["mute"], "audio", "volume_mute", [], ["d.flac"])]
-    predictions = [{"slurp_id": 3, "scenario": "audio_volume", "action": "mute", "entities": []}]
+    predictions = [{"slurp_id": "3", "scenario": "audio_volume", "action": "mute", "entities": []}]
     result = score_slurp(gold, predictions)
     assert (result["scenario_accuracy"], result["action_accuracy"], result["intent_accuracy"]) == (0, 0, 1)
 
 
-def test_malformed_predictions_do_not_crash():
+def test_predictions_the_official_script_stops_on_are_wrong_and_counted():
     predictions = [
         {"file": "a.flac", "scenario": "play", "action": "music", "entities": "genre=jazz"},  # not a list
-        # No scenario: wrong scenario and intent; three malformed entities dropped.
-        {
-            "file": "b.flac",
-            "action": "music",
-            "entities": [
-                {"type": "genre"},
-                "jazz",
-                {"type": "genre", "filler": None},
-                {"type": "genre", "filler": "jazz"},
-            ],
-        },
-        {"scenario": "play"},  # no key at all
+        # No scenario (the script: KeyError)
+        {"file": "b.flac", "action": "music", "entities": [{"type": "genre", "filler": "jazz"}]},
+        {"scenario": "play"},  # no key at all: matches no gold item
         None,
-        # No entities key: no entities, not malformed.
+        # No entities key (the script: KeyError)
         {"file": "c.flac", "scenario": "alarm", "action": "set"},
     ]
     result = score_slurp(GOLD, predictions)
-    assert result["num_malformed_predictions"] == 2
+    assert result["num_malformed_predictions"] == 3
     assert result["num_unmatched_predictions"] == 2
     assert (result["num_predicted"], result["num_missing"]) == (3, 0)
-    assert result["scenario_accuracy"] == pytest.approx(2 / 3)
-    assert result["action_accuracy"] == 1.0
-    assert result["intent_accuracy"] == pytest.approx(2 / 3)
-    # Only b's well-formed "jazz" survives: TP 1, FP 0, FN 4 (a: 2, b: 1, c: 1).
-    assert result["entity_span_f1"] == pytest.approx(2 / (2 + 4))
+    for key in METRIC_KEYS:
+        assert result[key] == result[f"{key}_official"] == 0.0, key
+
+
+@pytest.mark.parametrize(("entities", "stops"), [
+    ([{"type": "genre", "filler": None}], True),  # a null filler where a distance is computed
+    ([{"type": "genre", "filler": 5}], True),
+    ([{"type": "genre"}], True),  # no filler
+    (["jazz"], True),  # not a dict
+    ([{"type": ["genre"], "filler": "jazz"}], True),  # an unhashable type
+    ([{"type": "date", "filler": None}], False),  # a type no gold entity has: no distance, one FP
+    ([{"type": "genre", "filler": ["jazz"]}], False),  # jiwer and textdistance take a list
+    ("", False),  # the script iterates nothing
+])
+def test_an_item_is_wrong_exactly_where_the_official_script_stops(entities, stops):
+    gold = [_row(1, ["play", "jazz"], "play", "music", [("genre", [1])], ["a.flac"])]
+    result = score_slurp(gold, [{"file": "a.flac", "scenario": "play", "action": "music", "entities": entities}])
+    assert result["num_malformed_predictions"] == int(stops)
+    assert result["scenario_accuracy"] == result["scenario_accuracy_official"] == (0.0 if stops else 1.0)
+
+
+def test_a_prediction_key_that_is_not_a_string_is_refused_naming_its_type():
+    # The official --load-gold keys gold items by str(slurp_id): an int id matches nothing and the file scores 0
+    predictions = [{"slurp_id": 1, "scenario": "play", "action": "music", "entities": []}]
+    with pytest.raises(DataError, match=r"1 prediction row\(s\) have a 'slurp_id' that is not a string \(int; first: "
+                                        r"1\): the official evaluate.py --load-gold matches them to no gold item"):
+        score_slurp(GOLD, predictions)
+    with pytest.raises(DataError, match=r"'file' that is not a string \(int"):
+        score_slurp(GOLD, [{"file": 7, "scenario": "play", "action": "music", "entities": []}])
 
 
 def test_no_predictions():
@@ -284,7 +329,7 @@ def published(shared_data):
 
 
 def _percent(result):
-    return {k: round(v * 100, 2) for k, v in result.items() if isinstance(v, float)}
+    return {k: round(v * 100, 2) for k, v in result.items() if k in METRIC_KEYS}
 
 
 def test_gold_hermit_matches_the_slurp_paper(slurp_test, published):
@@ -306,6 +351,8 @@ def test_gold_hermit_matches_the_slurp_paper(slurp_test, published):
     assert percent["char_f1"] == 81.68
     assert percent["slu_f1"] == 81.38
     assert score_slurp(slurp_test, published("gold_hermit"), skip_missing=True) == result
+    for key in METRIC_KEYS:  # nothing missing: the official figures are the strict ones
+        assert result[f"{key}_official"] == result[key], key
 
 
 def test_multi_slurp_hermit(slurp_test, published):
@@ -323,6 +370,18 @@ def test_multi_slurp_hermit(slurp_test, published):
         "entity_span_f1": 64.15,
         "word_f1": 69.34,
         "char_f1": 72.38,
+        "slu_f1": 70.83,
+    }
+    # The official figures: evaluate.py on this file prints these (run by hand: scripts/evaluation/evaluate.py
+    # -g test.jsonl -p multi_slurp_hermit_predictions.jsonl, jiwer 2.0.0, textdistance 4.1.5)
+    official = {key.removesuffix("_official"): value for key, value in result.items() if key.endswith("_official")}
+    assert _percent(official) == {
+        "scenario_accuracy": 85.69,
+        "action_accuracy": 81.42,
+        "intent_accuracy": 78.33,
+        "entity_span_f1": 64.16,
+        "word_f1": 69.34,
+        "char_f1": 72.39,
         "slu_f1": 70.83,
     }
     skipped = score_slurp(slurp_test, predictions, skip_missing=True)  # as the original script scores it
@@ -412,3 +471,53 @@ def test_training_targets_and_the_slu_reward_read_gold_entities_by_the_scorers_r
     assert target["entities"] == [{"time": "seven"}]
     reward = REWARDS.get("slu_f1")([task.examples("train")[0].completion], reference=[json.dumps(row)])
     assert reward == [1.0]
+
+
+# ---------------------------------------------------------------- the official script's rules on real rows
+
+
+def test_tab_and_no_break_space_fillers_and_extra_entity_keys_score_as_the_official_script(slurp_test, tmp_path):
+    """Real gold rows, predictions the test writes (keyed by slurp_id as `--load-gold` reads them): every label and
+    entity right, except one multi-word filler joined by tabs, one by no-break spaces (one word each for jiwer 2.0.0),
+    and one entity carrying a `span` key (no whole-dict match in the span F1)."""
+    from audio_recipes.tasks import get_task
+
+    rows = [row for row in slurp_test if any(len(entity["span"]) > 1 for entity in row["entities"])][:3]
+    predictions = []
+    for row in rows:
+        entities = slurp_gold_entities(row)
+        predictions.append({"slurp_id": str(row["slurp_id"]), "scenario": row["scenario"], "action": row["action"],
+                            "entities": entities})
+    joined = []
+    for number, separator in enumerate(("\t", "\u00a0")):
+        entity = next(e for e in predictions[number]["entities"] if " " in e["filler"])
+        joined.append(entity["filler"])
+        entity["filler"] = entity["filler"].replace(" ", separator)
+    next(e for e in predictions[2]["entities"])["span"] = [0]
+    gold, path = tmp_path / "gold.jsonl", tmp_path / "predictions.jsonl"
+    gold.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path.write_text("".join(json.dumps(row) + "\n" for row in predictions))
+    result = get_task("slurp").score_files(gold, path)
+
+    total = sum(len(row["entities"]) for row in rows)
+    assert result["intent_accuracy"] == result["intent_accuracy_official"] == 1.0
+    # span: the three altered entities are each one FP and leave one FN
+    assert result["entity_span_f1_official"] == pytest.approx(F1Counter(total - 3, 3, 3).f1)
+    # word: a k-word filler read as one word is k edits away (WER 1.0); the `span` key does not matter here
+    assert result["word_f1_official"] == pytest.approx(F1Counter(total, 2.0, 2.0).f1)
+    # char: each separator is one substitution
+    char = sum(filler.count(" ") / len(filler) for filler in joined)
+    assert result["char_f1_official"] == pytest.approx(F1Counter(total, char, char).f1)
+    assert result["num_malformed_predictions"] == 0
+
+
+def test_a_text_only_file_keyed_by_integer_slurp_id_is_refused(shared_data, published, tmp_path):
+    """The official `evaluate.py --load-gold` keys gold sentences by str(slurp_id): an integer id matches nothing and
+    the file scores 0 there (1.0 here before); we refuse it, naming the key and its type."""
+    from audio_recipes.tasks import get_task
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps({**row, "slurp_id": int(row["slurp_id"])}) + "\n"
+                            for row in published("gold_hermit")))
+    with pytest.raises(DataError, match=r"2974 prediction row\(s\) have a 'slurp_id' that is not a string \(int; "):
+        get_task("slurp").score_files(shared_data / "slurp" / "test.jsonl", path)

@@ -77,6 +77,10 @@ class TaskArguments:
     dataset_name: str | None = field(
         default=None, metadata={"help": "Hub dataset id, read when no local file is given (needs the Hub)."}
     )
+    test_dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id of the test split where it is published apart (Speech-MASSIVE's: "
+                                "FBK-MT/Speech-MASSIVE-test); unset: dataset_name."}
+    )
     locale: str | None = field(default=None, metadata={"help": "Locale for multilingual data (e.g. fr-FR)."})
     train_split: str = field(default="train", metadata={"help": "Split name of the training data."})
     eval_split: str = field(default="validation", metadata={"help": "Split name of the validation data."})

@@ -75,7 +75,9 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path
 
 
 def write_rows_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """JSON lines, or parquet when the file's suffix says so."""
+    """JSON lines; a JSON list or parquet when the file's suffix (.json, .parquet) says so."""
+    if Path(path).suffix == ".json":
+        return write_text_atomic(path, json.dumps(list(rows), indent=1, ensure_ascii=False) + "\n")
     if Path(path).suffix != ".parquet":
         return write_jsonl_atomic(path, rows)
     import pandas as pd

@@ -136,13 +136,14 @@ def mcnemar_exact(first_correct: Sequence[bool], second_correct: Sequence[bool])
     second = np.asarray(second_correct, dtype=bool)
     if first.shape != second.shape:
         raise ValueError(f"paired outcomes differ in length: {first.size} and {second.size}")
+    from scipy.stats import binomtest
+
     b = int(np.sum(first & ~second))
     c = int(np.sum(~first & second))
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return McNemarResult(b, c, 1.0)
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n
-    return McNemarResult(b, c, min(1.0, 2.0 * tail))
+    # scipy's binomial test, not a sum over 2.0 ** n: that float overflows from 1024 discordant pairs on
+    return McNemarResult(b, c, min(1.0, float(binomtest(min(b, c), b + c, 0.5).pvalue)))
 
 
 @dataclass

@@ -1,45 +1,51 @@
-"""SLURP spoken language understanding (SLU) metrics.
+"""SLURP spoken language understanding (SLU) metrics, equal to the official SLURP evaluation.
 
-A clean re-implementation of the official SLURP evaluation (github.com/pswietojanski/slurp,
-``scripts/evaluation``: ``evaluate.py``, ``util.py``, ``metrics/metrics.py``, ``metrics/distance.py``),
-micro-averaged as the script does by default:
+The official scorer is github.com/pswietojanski/slurp ``scripts/evaluation/evaluate.py`` (with ``util.py``,
+``metrics/metrics.py``, ``metrics/distance.py``, and the jiwer 2.0.0 and textdistance 4.1.5 its requirements pin),
+micro-averaged as it is by default. Its rules, reproduced here on every input it accepts:
 
-* scenario / action / intent accuracy. The original scores them with a micro-averaged F1, where every
-  wrong label is one FP and one FN, so precision = recall = F1 = accuracy. The intent is
-  ``"{scenario}_{action}"``, formatted from both fields, not read from the gold ``intent`` field.
-* entity span F1: a predicted ``(type, filler)`` is a TP when an equal gold entity is still unmatched
-  (each gold entity matches once), otherwise an FP; the gold entities left over are FNs.
-* word-F1 / char-F1 (SLURP's "span distance F1"): a predicted entity whose type is among the still
-  unmatched gold entities is matched to the one of that type at the smallest distance (first one on
-  ties), which is then removed; the match adds 1 TP and the distance to both FP and FN. A predicted
-  type not among them adds 1 FP; every gold entity left over adds 1 FN. The word distance is the WER
-  of the predicted filler against the gold one (not capped at 1), the char distance is Levenshtein
-  over characters divided by the longer string's length.
+* scenario / action / intent accuracy. The script scores them with a micro-averaged F1 where every wrong label is
+  one FP and one FN, so precision = recall = F1 = accuracy. The intent is ``"{scenario}_{action}"``, formatted from
+  both fields, not read from the gold ``intent`` field.
+* entity span F1: a predicted entity is a TP when it equals, as a whole dict, a gold entity still unmatched (each
+  gold entity matches once), else an FP; gold entities left over are FNs. Gold entities are ``{type, filler}``, so a
+  predicted entity with another key (``span``, ``text``) never matches.
+* word-F1 / char-F1 (SLURP's "span distance F1"): a predicted entity whose type is among the still unmatched gold
+  entities is matched to the one of that type at the smallest distance (first one on ties), which is then removed;
+  the match adds 1 TP and the distance to both FP and FN. A predicted type not among them adds 1 FP; every gold
+  entity left over adds 1 FN. The word distance is jiwer 2.0.0's WER (not capped at 1): runs of two or more
+  whitespace characters become one space, the ends are stripped, and words are split on a single space, so a
+  filler holding a tab or a no-break space between two words is one word. The char distance is textdistance's
+  normalised Levenshtein: the distance over the longer length, 1 for two empty strings.
 * SLU-F1: F1 of the summed word-level and char-level TP/FP/FN counts.
+* gold fillers are the entity span's token surfaces, lowercased and joined by spaces; predicted fillers are compared
+  as given (case-sensitive). Predictions are keyed by recording ``file`` (one gold item per recording) or, as the
+  script's ``--load-gold`` reads them, by ``slurp_id`` (one per sentence), which must be a string as the gold's
+  ``str(slurp_id)`` is. A repeated key: the last row counts.
 
-Gold fillers are the entity span's token surfaces, lowercased and joined by spaces; predicted fillers
-are compared as given (case-sensitive, like the original).
+What we add, and how it is reported:
 
-Where this differs from the original script, deliberately:
-
-* A gold item with no prediction counts as wrong (scenario, action, intent wrong; all its entities
-  FNs) unless ``skip_missing=True``, which reproduces the script (it only scores predicted items).
-* Malformed predictions never raise: an ``entities`` value that is not a list counts as no entities,
-  and an entity that is not a dict with string ``type`` and ``filler`` is dropped (the script skips
-  such entities for the distance F1 but crashes on them in the span F1); both are counted in
-  ``num_malformed_predictions``. A missing ``scenario``/``action`` never equals the gold one.
-* ``slurp_id`` is compared as a string (the script needs the prediction's to be one already).
-* The word distance to an empty gold filler is 0 for an empty prediction and 1 otherwise (the
-  ``jiwer`` the script uses raises there); words are split on any whitespace.
+* Two figures of each metric: ``<metric>`` (strict, the one we recommend: every gold item, a gold item without a
+  prediction wrong, its entities FNs) and ``<metric>_official`` (the script's denominator: the predicted items
+  only). ``skip_missing=True`` makes the strict figures the official ones.
+* Where the script stops with an error (a prediction without ``scenario``, ``action`` or ``entities``; an entity
+  that is not a dict with ``type`` and ``filler``; a filler that is null or a number where a distance is computed;
+  an unhashable label), it has no figure: we score that item as wrong in both figures (labels wrong, its gold
+  entities FNs) and count it in ``num_malformed_predictions``.
+* A key that is not a string (an integer ``slurp_id``) matches no gold item in the script, which then scores the
+  whole file 0: we refuse such a file with an error naming the key and its type.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Entity = tuple[str, str]  # (type, filler)
+from audio_recipes.errors import DataError
+
+Entity = dict[str, Any]  # {"type": ..., "filler": ...}, compared as a whole dict
 
 METRIC_KEYS = (
     "scenario_accuracy",
@@ -50,6 +56,10 @@ METRIC_KEYS = (
     "char_f1",
     "slu_f1",
 )
+
+
+class OfficialScriptStops(Exception):
+    """The official script raises on this prediction: it gives no figure for the file."""
 
 
 # ---------------------------------------------------------------- distances
@@ -68,24 +78,39 @@ def levenshtein(a: Sequence[Any], b: Sequence[Any]) -> int:
     return previous[-1]
 
 
-def word_distance(reference: str, hypothesis: str) -> float:
-    """Word error rate of `hypothesis` against `reference` (as jiwer's ``wer``; may exceed 1)."""
-    ref_words, hyp_words = reference.split(), hypothesis.split()
-    if not ref_words:
-        # jiwer raises on an empty reference; an empty gold filler never occurs in SLURP.
-        return 0.0 if not hyp_words else 1.0
-    return levenshtein(ref_words, hyp_words) / len(ref_words)
+_WHITESPACE_RUN = re.compile(r"\s\s+")
 
 
-def char_distance(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over characters divided by the longer length, in [0, 1].
+def jiwer_words(text: Any) -> list[str]:
+    """The words jiwer 2.0.0's default transform makes of a sentence (or a list of them): runs of two or more
+    whitespace characters -> one space, strip, split on " ", drop blank words."""
+    if isinstance(text, str):
+        sentences = [text]
+    elif isinstance(text, list) and all(isinstance(sentence, str) for sentence in text):
+        sentences = text
+    else:
+        raise OfficialScriptStops(f"jiwer takes a string or a list of strings, not {type(text).__name__}")
+    words = []
+    for sentence in sentences:
+        words += [word for word in _WHITESPACE_RUN.sub(" ", sentence).strip().split(" ") if word.strip()]
+    return words
 
-    Same as ``textdistance.levenshtein.normalized_distance`` used by SLURP (0 for two empty strings).
-    """
+
+def word_distance(reference: Any, hypothesis: Any) -> float:
+    """jiwer 2.0.0's ``wer(truth=reference, hypothesis=hypothesis)``: may exceed 1; an empty reference stops it."""
+    reference_words, hypothesis_words = jiwer_words(reference), jiwer_words(hypothesis)
+    if not reference_words:
+        raise OfficialScriptStops("jiwer: the ground truth cannot be empty")
+    return levenshtein(reference_words, hypothesis_words) / len(reference_words)
+
+
+def char_distance(reference: Any, hypothesis: Any) -> float:
+    """textdistance 4.1.5's ``levenshtein.normalized_distance``: the distance over the longer length; 1 where both
+    are empty (its rule: no length to normalise by)."""
+    if not all(isinstance(value, str | list) for value in (reference, hypothesis)):
+        raise OfficialScriptStops(f"textdistance compares sequences, not {type(hypothesis).__name__}")
     longest = max(len(reference), len(hypothesis))
-    if longest == 0:
-        return 0.0
-    return levenshtein(reference, hypothesis) / longest
+    return 1.0 if longest == 0 else levenshtein(reference, hypothesis) / longest
 
 
 # ---------------------------------------------------------------- counts
@@ -122,8 +147,26 @@ class F1Counter:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def span_f1_counts(gold: Sequence[Entity], predicted: Iterable[Entity]) -> F1Counter:
-    """Exact (type, filler) matching; each gold entity can match one prediction (multiset semantics)."""
+def _label(value: Any) -> Any:
+    """A label the script keys its counts by: it must hash."""
+    try:
+        hash(value)
+    except TypeError as error:
+        raise OfficialScriptStops(f"an unhashable label {value!r}") from error
+    return value
+
+
+def _field(entity: Any, key: str) -> Any:
+    """`entity[key]` as the script reads it, or the reason it stops there."""
+    if not isinstance(entity, dict):
+        raise OfficialScriptStops(f"an entity that is not a dict: {entity!r:.60}")
+    if key not in entity:
+        raise OfficialScriptStops(f"an entity without {key!r}: {entity!r:.60}")
+    return entity[key]
+
+
+def span_f1_counts(gold: Sequence[Entity], predicted: Iterable[Any]) -> F1Counter:
+    """Whole-dict matching; each gold entity matches one prediction (multiset semantics)."""
     remaining = list(gold)
     counts = F1Counter()
     for entity in predicted:
@@ -131,16 +174,18 @@ def span_f1_counts(gold: Sequence[Entity], predicted: Iterable[Entity]) -> F1Cou
             counts.tp += 1
             remaining.remove(entity)
         else:
+            _label(_field(entity, "type"))
             counts.fp += 1
     counts.fn += len(remaining)
     return counts
 
 
 def distance_f1_counts(
-    gold: Sequence[Entity], predicted: Iterable[Entity], distance: Callable[[str, str], float]
+    gold: Sequence[Entity], predicted: Iterable[Any], distance: Callable[[Any, Any], float]
 ) -> F1Counter:
     """SLURP's span-distance F1 counts for one item (see the module docstring)."""
-    remaining = list(gold)
+    predicted = [(_field(entity, "type"), _field(entity, "filler")) for entity in predicted]
+    remaining = [(entity["type"], entity["filler"]) for entity in gold]
     counts = F1Counter()
     for pred_type, pred_filler in predicted:
         best_index, best_distance = -1, float("inf")
@@ -150,6 +195,7 @@ def distance_f1_counts(
                 if d < best_distance:  # strict: the first gold entity wins ties
                     best_index, best_distance = i, d
         if best_index < 0:
+            _label(pred_type)
             counts.fp += 1
             continue
         counts.tp += 1
@@ -179,52 +225,37 @@ def slurp_gold_entities(row: dict) -> list[dict]:
     return entities
 
 
-def _normalise_id(value: Any) -> str:
-    """Prediction/gold ids compare as strings; an integral float id (9054.0) reads as the int."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
-
-
-def _parse_entities(raw: Any) -> tuple[list[Entity], bool]:
-    """Predicted entities as (type, filler) tuples, and whether anything malformed was dropped."""
-    if not isinstance(raw, list):
-        return [], raw is not None
-    entities, malformed = [], False
-    for entity in raw:
-        if (
-            isinstance(entity, dict)
-            and isinstance(entity.get("type"), str)
-            and isinstance(entity.get("filler"), str)
-        ):
-            entities.append((entity["type"], entity["filler"]))
-        else:
-            malformed = True
-    return entities, malformed
+def entity_list(raw: Any) -> list[Any]:
+    """The entities the script iterates: a list's elements; an empty string or dict holds none; anything else stops
+    it (a non-empty string or dict yields strings it then indexes by "type")."""
+    if isinstance(raw, list):
+        return raw
+    if isinstance(raw, str | dict) and not raw:
+        return []
+    raise OfficialScriptStops(f"entities that are not a list: {raw!r:.60}")
 
 
 @dataclass
 class _Item:
     scenario: Any
     action: Any
-    entities: list[Entity]
+    entities: list[Any]
 
     @property
     def intent(self) -> str:
-        return f"{self.scenario}_{self.action}"
+        return f"{self.scenario}_{self.action}"  # as the script formats it ("{}_{}"), whatever the types
 
 
 def _gold_items(gold_rows: Iterable[dict], by_file: bool) -> dict[str, _Item]:
-    """One gold item per recording file (by_file) or per sentence; a later duplicate id wins."""
+    """One gold item per recording file (by_file) or per sentence (``str(slurp_id)``); a later duplicate id wins."""
     items: dict[str, _Item] = {}
     for row in gold_rows:
-        entities = [(e["type"], e["filler"]) for e in slurp_gold_entities(row)]
-        item = _Item(row["scenario"], row["action"], entities)
+        item = _Item(row["scenario"], row["action"], slurp_gold_entities(row))
         if by_file:
             for recording in row.get("recordings") or []:
                 items[recording["file"]] = item
         else:
-            items[_normalise_id(row["slurp_id"])] = item
+            items[str(row["slurp_id"])] = item
     return items
 
 
@@ -236,19 +267,27 @@ def score_slurp(gold_rows: list[dict], predictions: list[dict], skip_missing: bo
 
     Predictions are keyed by recording ``file`` if any prediction row has a ``file`` key (then there is
     one gold item per recording), else by ``slurp_id`` (one gold item per sentence); with no
-    predictions at all, by file. Duplicate prediction keys: the last row wins, and the rows repeating an
-    earlier row's key are counted in ``num_duplicates``. Predictions for ids not in the gold set are
-    ignored and counted in ``num_unmatched_predictions``.
+    predictions at all, by file. A key that is not a string is refused (DataError). Duplicate prediction keys: the
+    last row wins, and the rows repeating an earlier row's key are counted in ``num_duplicates``. Predictions for ids
+    not in the gold set are ignored and counted in ``num_unmatched_predictions``.
 
-    Returns the metrics of ``METRIC_KEYS`` as floats in [0, 1], plus ``num_gold`` (gold items),
-    ``num_predicted`` (gold items with a prediction), ``num_missing`` (gold items without one; scored as
-    wrong unless `skip_missing`, when they are left out as the original script does),
-    ``num_unmatched_predictions`` and ``num_malformed_predictions`` (predictions scored with a
-    malformed ``entities`` value or entity dropped).
+    Returns the metrics of ``METRIC_KEYS`` as floats in [0, 1] and their ``_official`` twins (see the module
+    docstring), plus ``num_gold`` (gold items), ``num_predicted`` (gold items with a prediction), ``num_missing``
+    (gold items without one; wrong in the strict figures unless `skip_missing`), ``num_unmatched_predictions`` and
+    ``num_malformed_predictions`` (predictions the official script stops on, scored as wrong).
     """
     by_file = not predictions or any(isinstance(p, dict) and "file" in p for p in predictions)
     key = "file" if by_file else "slurp_id"
     gold = _gold_items(gold_rows, by_file)
+    not_strings = [row[key] for row in predictions
+                   if isinstance(row, dict) and row.get(key) is not None and not isinstance(row[key], str)]
+    if not_strings:
+        kinds = ", ".join(sorted({type(value).__name__ for value in not_strings}))
+        load_gold = " --load-gold" if key == "slurp_id" else ""
+        raise DataError(
+            f"{len(not_strings)} prediction row(s) have a {key!r} that is not a string ({kinds}; first: "
+            f"{not_strings[0]!r}): the official evaluate.py{load_gold} matches them to no gold item and scores the "
+            f"file 0 (its gold keys are strings). Write every {key} as a string")
 
     predicted: dict[str, dict] = {}
     unmatched: set[str] = set()
@@ -258,7 +297,7 @@ def score_slurp(gold_rows: list[dict], predictions: list[dict], skip_missing: bo
         if not isinstance(row, dict) or row.get(key) is None:
             no_key += 1
             continue
-        item_id = _normalise_id(row[key])
+        item_id = row[key]
         num_duplicates += item_id in seen
         seen.add(item_id)
         if item_id in gold:
@@ -275,11 +314,71 @@ def score_slurp(gold_rows: list[dict], predictions: list[dict], skip_missing: bo
 def _as_item(value: _Item | dict) -> _Item:
     if isinstance(value, _Item):
         return value
-    return _Item(value["scenario"], value["action"], [(e["type"], e["filler"]) for e in value["entities"]])
+    return _Item(value["scenario"], value["action"],
+                 [{"type": e["type"], "filler": e["filler"]} for e in value["entities"]])
+
+
+@dataclass
+class _Counts:
+    """What the script accumulates: right labels and the entity counts."""
+
+    scenario: int = 0
+    action: int = 0
+    intent: int = 0
+    span: F1Counter | None = None
+    word: F1Counter | None = None
+    char: F1Counter | None = None
+
+    def __post_init__(self):
+        self.span, self.word, self.char = F1Counter(), F1Counter(), F1Counter()
+
+    def add(self, other: _Counts) -> None:
+        self.scenario += other.scenario
+        self.action += other.action
+        self.intent += other.intent
+        self.span += other.span
+        self.word += other.word
+        self.char += other.char
+
+
+def item_counts(gold: _Item, row: dict | None) -> _Counts:
+    """One item's counts as the script adds them; raises OfficialScriptStops where it would stop. No row: wrong."""
+    counts = _Counts()
+    if row is None:
+        prediction = _Item(None, None, [])
+        correct = (False, False, False)
+    else:
+        for field in ("scenario", "action", "entities"):
+            if field not in row:
+                raise OfficialScriptStops(f"a prediction without {field!r}")
+        prediction = _Item(_label(row["scenario"]), _label(row["action"]), entity_list(row["entities"]))
+        correct = (prediction.scenario == gold.scenario, prediction.action == gold.action,
+                   prediction.intent == gold.intent)
+    counts.scenario, counts.action, counts.intent = map(int, correct)
+    counts.span = span_f1_counts(gold.entities, prediction.entities)
+    counts.word = distance_f1_counts(gold.entities, prediction.entities, word_distance)
+    counts.char = distance_f1_counts(gold.entities, prediction.entities, char_distance)
+    return counts
+
+
+def _metrics(counts: _Counts, num_scored: int, suffix: str = "") -> dict[str, float]:
+    def accuracy(right: int) -> float:
+        return right / num_scored if num_scored else 0.0
+
+    return {
+        f"scenario_accuracy{suffix}": accuracy(counts.scenario),
+        f"action_accuracy{suffix}": accuracy(counts.action),
+        f"intent_accuracy{suffix}": accuracy(counts.intent),
+        f"entity_span_f1{suffix}": counts.span.f1,
+        f"word_f1{suffix}": counts.word.f1,
+        f"char_f1{suffix}": counts.char.f1,
+        f"slu_f1{suffix}": (counts.word + counts.char).f1,
+    }
 
 
 def score_slu(gold: dict[str, _Item | dict], predicted: dict[str, dict], skip_missing: bool = False) -> dict:
-    """SLU metrics of prediction rows keyed by item id against gold items keyed the same way.
+    """SLU metrics of prediction rows keyed by item id against gold items keyed the same way: the strict figures
+    (every gold item; `skip_missing` leaves out those without a prediction) and the official ones (predicted items).
 
     Gold items are `{"scenario", "action", "entities": [{"type", "filler"}]}`; predictions for ids not
     in `gold` are ignored and counted in ``num_unmatched_predictions``.
@@ -287,39 +386,24 @@ def score_slu(gold: dict[str, _Item | dict], predicted: dict[str, dict], skip_mi
     gold = {item_id: _as_item(item) for item_id, item in gold.items()}
     unmatched = sum(item_id not in gold for item_id in predicted)
     predicted = {item_id: row for item_id, row in predicted.items() if item_id in gold}
-    correct = {"scenario": 0, "action": 0, "intent": 0}
-    span, word, char = F1Counter(), F1Counter(), F1Counter()
+    strict, official = _Counts(), _Counts()
     num_scored = num_malformed = 0
     for item_id, gold_item in gold.items():
         row = predicted.get(item_id)
         if row is None and skip_missing:
             continue
+        try:
+            counts = item_counts(gold_item, row)
+        except OfficialScriptStops:  # the script has no figure here: the item is wrong, and counted
+            num_malformed += 1
+            counts = item_counts(gold_item, None)
         num_scored += 1
-        if row is None:
-            # Missing prediction: labels are wrong and every gold entity is a false negative.
-            pred_item = _Item(None, None, [])
-        else:
-            entities, malformed = _parse_entities(row.get("entities"))
-            num_malformed += malformed
-            pred_item = _Item(row.get("scenario"), row.get("action"), entities)
-            correct["scenario"] += pred_item.scenario == gold_item.scenario
-            correct["action"] += pred_item.action == gold_item.action
-            correct["intent"] += pred_item.intent == gold_item.intent
-        span += span_f1_counts(gold_item.entities, pred_item.entities)
-        word += distance_f1_counts(gold_item.entities, pred_item.entities, word_distance)
-        char += distance_f1_counts(gold_item.entities, pred_item.entities, char_distance)
-
-    def accuracy(name: str) -> float:
-        return correct[name] / num_scored if num_scored else 0.0
-
+        strict.add(counts)
+        if row is not None:
+            official.add(counts)
     return {
-        "scenario_accuracy": accuracy("scenario"),
-        "action_accuracy": accuracy("action"),
-        "intent_accuracy": accuracy("intent"),
-        "entity_span_f1": span.f1,
-        "word_f1": word.f1,
-        "char_f1": char.f1,
-        "slu_f1": (word + char).f1,
+        **_metrics(strict, num_scored),
+        **_metrics(official, len(predicted), "_official"),
         "num_gold": len(gold),
         "num_predicted": len(predicted),
         "num_missing": len(gold) - len(predicted),

@@ -191,6 +191,7 @@ def run_evaluation(
     metrics["audio_clips_cropped"] = collator.stats.cropped
     metrics["model"] = resolved.name_or_path
     metrics["split"] = eval_args.split
+    metrics["data"] = task.data_source(eval_args.split)  # which data that split was: a file, or a Hub dataset
     metrics["decoding"] = eval_args.decoding
     systems, system_metrics = {"model": official}, {"model": metrics}
     if eval_args.baseline:

@@ -186,7 +186,7 @@ class RestLoop:
         heldout.mkdir(exist_ok=True)
         rows = self._generate(str(folder / "adapter"), self.heldout_examples, heldout / "raw_outputs.jsonl")
         by_id = {example.id: example for example in self.heldout_examples}
-        official = {key: self.task.official_prediction(by_id[key], row["prediction"]) for key, row in rows.items()}
+        official = {key: self.task.prediction_row(by_id[key], row) for key, row in rows.items()}
         metrics = self.task.score(self.heldout_examples, official)
         metrics["num_invalid_outputs"] = sum(not row["prediction"].get("valid", True) for row in rows.values())
         write_json_atomic(heldout / "metrics.json", metrics)

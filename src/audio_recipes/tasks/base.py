@@ -40,7 +40,7 @@ class Task(ABC):
     default_system_prompt: ClassVar[str] = "You are a helpful assistant."
     prediction_key: ClassVar[str] = "id"
     primary_metric: ClassVar[str] = "accuracy"  # what loops such as ReST report per iteration
-    predictions_file: ClassVar[str] = "predictions.jsonl"  # .jsonl or .parquet
+    predictions_file: ClassVar[str] = "predictions.jsonl"  # .jsonl, .json (a list) or .parquet
     # What the model may be given (TaskArguments.input_mode); the first is the default. The recipe parser refuses
     # any other, so a task that reads no input_mode never runs in a mode it does not have
     input_modes: ClassVar[tuple[str, ...]] = ("audio",)
@@ -66,6 +66,10 @@ class Task(ABC):
 
     def data_file(self, split: str) -> str | None:
         return {"train": self.args.train_file, "eval": self.args.eval_file, "test": self.args.test_file}[split]
+
+    def data_source(self, split: str) -> str | None:
+        """The data `split` reads, as metrics.json names it: its file, or the Hub dataset."""
+        return self.data_file(split) or self.args.dataset_name
 
     def examples(self, split: str) -> list[Example]:
         """The items of `split` ('train', 'eval' or 'test'), with prompt and target built."""

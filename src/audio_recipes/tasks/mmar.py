@@ -12,3 +12,4 @@ class MmarTask(MultipleChoiceTask):
     audio_field = "audio_path"
     prediction_field = "answer_prediction"
     group_fields = ("modality", "category", "sub-category")
+    official_group_fields = ("modality", "category", "sub-category")  # code/evaluation.py's breakdowns

@@ -8,13 +8,15 @@ from typing import Any, ClassVar
 
 from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl, read_text
-from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, score_choices
-from audio_recipes.tasks.base import Example, Task, check_audio_files, rows_by_id
+from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, is_empty, score_choice_rows
+from audio_recipes.tasks.base import Example, Task, check_audio_files
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
 # Fields an item may carry that must never reach a prompt or a target (MMAR's reasoning annotations)
 HIDDEN_FIELDS = ("thinking", "cue", "rubric")
+# Beside the benchmark's own key in a prediction row: the text of the choice our extraction read from the output
+EXTRACTED_FIELD = "extracted_choice"
 
 
 def choice_prompt(question: str, choices: list[str]) -> str:
@@ -28,11 +30,19 @@ def choice_target(choices: list[str], answer: str) -> str:
 
 
 class MultipleChoiceTask(Task):
-    """Items with `id, question, choices, answer` and an audio path; scored by the benchmarks' string match."""
+    """Items with `id, question, choices, answer` and an audio path; scored by the benchmarks' string match.
+
+    The prediction file is the benchmark's own input to its script: each item's metadata with the model's raw output
+    under the benchmark's key (`prediction_field`), so that the official script runs on it unchanged, plus the choice
+    our extraction read (`extracted_choice`). Items whose answers are withheld (a test set scored by the benchmark's
+    service) load without targets and are written in the same format, for submission.
+    """
 
     audio_field: ClassVar[str]
     prediction_field: ClassVar[str]  # the key the benchmark's own script reads
+    fallback_prediction_fields: ClassVar[tuple[str, ...]] = ()  # other keys the strict figure reads a prediction from
     group_fields: ClassVar[tuple[str, ...]]
+    official_group_fields: ClassVar[tuple[str, ...]]  # the breakdowns the official script prints
     default_system_prompt = SYSTEM_PROMPT
     prediction_key = "id"
     input_modes = ("audio", "text")  # text: the question and choices without the audio (a no-audio baseline)
@@ -45,6 +55,17 @@ class MultipleChoiceTask(Task):
         if missing:
             raise DataError(f"{where}: lacks {', '.join(missing)} (a {self.name} item has {', '.join(fields)})")
 
+    def check_gold(self, items: list[dict[str, Any]], source: str | Path, fields: tuple[str, ...]) -> bool:
+        """Every item has `fields`, and an answer among its choices; or no item has an answer (answers withheld, as
+        in a benchmark's test set). Returns whether the answers are withheld."""
+        hidden = bool(items) and all("choices" in item and "answer" not in item for item in items)
+        for index, item in enumerate(items):
+            where = f"{source}, item {index} (id {item.get('id')})"
+            self.check_fields(item, tuple(f for f in fields if not (hidden and f == "answer")), where)
+            if not hidden and item["answer"] not in item["choices"]:
+                raise DataError(f"{where}: answer {item['answer']!r} is not one of its choices {item['choices']}")
+        return hidden
+
     def load_examples(self, split: str) -> list[Example]:
         path = self.data_file(split)
         if path is None:
@@ -52,61 +73,77 @@ class MultipleChoiceTask(Task):
         audio_dir = Path(self.args.audio_dir) if self.args.audio_dir else None
         if self.args.input_mode != "text" and audio_dir is None:
             raise DataError(f"task {self.name} needs audio_dir (the folder the metadata's audio paths start from)")
+        items = self.read_items(Path(path))
+        hidden = self.check_gold(items, path, ("id", "question", "choices", "answer", self.audio_field))
+        if hidden and split == "train":
+            raise DataError(f"{path}: no item has an answer (a test set whose answers are withheld): nothing to train on")
         examples = []
-        for index, item in enumerate(self.read_items(Path(path))):
-            where = f"{path}, item {index} (id {item.get('id')})"
-            self.check_fields(item, ("id", "question", "choices", "answer", self.audio_field), where)
-            if item["answer"] not in item["choices"]:
-                raise DataError(f"{where}: answer {item['answer']!r} is not one of its choices {item['choices']}")
+        for item in items:
             reference = {key: value for key, value in item.items() if key not in HIDDEN_FIELDS}
             audio = None if self.args.input_mode == "text" else str(audio_dir / item[self.audio_field])
             examples.append(Example(
                 id=str(item["id"]), audio=audio, system=self.system_prompt,
                 prompt=choice_prompt(item["question"], item["choices"]),
-                completion=choice_target(item["choices"], item["answer"]), reference=json.dumps(reference),
+                completion="" if hidden else choice_target(item["choices"], item["answer"]),
+                reference=json.dumps(reference),
             ))
         check_audio_files(examples, path, self.args)
         return examples
 
-
     def parse(self, text: str) -> dict[str, Any]:
-        """The raw answer text; the choice is extracted against the item's choices in parse_for_item and
-        official_prediction."""
+        """The answer text; the choice is extracted against the item's choices in parse_for_item and prediction_row."""
         return {"answer_text": answer_text(text), "valid": bool(answer_text(text))}
 
     def parse_for_item(self, example: Example, text: str) -> dict[str, Any]:
-        """Valid only where a choice of the item can be read from the answer (as official_prediction reads it)."""
+        """Valid only where a choice of the item can be read from the answer (as prediction_row reads it)."""
         prediction = self.parse(text)
         choices = json.loads(example.reference).get("choices")
         if choices is not None:
             prediction["valid"] = extract_choice(prediction["answer_text"], choices) is not None
         return prediction
 
-    def official_prediction(self, example: Example, prediction: dict[str, Any]) -> dict[str, Any]:
-        """The extracted choice's text (so a letter-only answer is not lost), else the answer text as given."""
+    def official_row(self, example: Example, raw_output: str, answer_text: str) -> dict[str, Any]:
         item = json.loads(example.reference)
-        index = extract_choice(prediction["answer_text"], item["choices"])
-        answer = item["choices"][index] if index is not None else prediction["answer_text"]
-        return {"id": example.id, self.prediction_field: answer}
+        index = extract_choice(answer_text, item["choices"])
+        return {**item, self.prediction_field: raw_output,
+                EXTRACTED_FIELD: item["choices"][index] if index is not None else None}
+
+    def prediction_row(self, example: Example, output: dict[str, Any]) -> dict[str, Any]:
+        """The item's metadata, the raw output under the benchmark's key (what its script scores), our extraction."""
+        return self.official_row(example, output["raw_output"], output["prediction"]["answer_text"])
+
+    def official_prediction(self, example: Example, prediction: dict[str, Any]) -> dict[str, Any]:
+        """Without the raw output (a parsed prediction only): its answer text stands in for it."""
+        return self.official_row(example, prediction["answer_text"], prediction["answer_text"])
+
+    def score_rows(self, items: list[dict[str, Any]], rows: list[dict[str, Any]], hidden: bool,
+                   skip_missing: bool) -> dict:
+        if hidden:
+            return self.submission_check(items, rows)
+        return score_choice_rows(
+            items, rows, prediction_key=self.prediction_field, fallback_keys=self.fallback_prediction_fields,
+            group_fields=self.group_fields, official_group_fields=self.official_group_fields,
+            extraction_key=EXTRACTED_FIELD, skip_missing=skip_missing)
+
+    def submission_check(self, items: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict:
+        """Answers withheld: no accuracy here (the benchmark's service scores the file); what the file holds."""
+        by_id = {str(row.get("id")): row for row in rows if self.prediction_field in row}
+        ids = {str(item["id"]) for item in items}
+        return {"answers_withheld": True, "num_gold": len(items), "num_predicted": len(ids & set(by_id)),
+                "num_missing": len(ids - set(by_id)),
+                "num_empty": sum(is_empty(by_id[i][self.prediction_field]) for i in ids & set(by_id)),
+                "num_duplicates": len(rows) - len({str(row.get("id")) for row in rows}),
+                "num_unmatched_predictions": len({str(row.get("id")) for row in rows} - ids)}
 
     def score(self, examples: list[Example], predictions: dict[str, dict], skip_missing: bool = False) -> dict:
         items = [json.loads(example.reference) for example in examples]
-        answers = {key: row.get(self.prediction_field) for key, row in predictions.items()}
-        return score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
+        hidden = bool(items) and all("choices" in item and "answer" not in item for item in items)
+        return self.score_rows(items, list(predictions.values()), hidden, skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         items = self.read_items(Path(gold_path))
-        for index, item in enumerate(items):  # another task's gold file is an error, not a KeyError
-            self.check_fields(item, ("id", "choices", "answer"), f"{gold_path}, item {index} (id {item.get('id')})")
-        rows, num_duplicates = rows_by_id(read_rows(Path(predictions_path)))
-        answers = {item_id: self.prediction_of(row) for item_id, row in rows.items()}
-        metrics = score_choices(items, answers, group_fields=self.group_fields, skip_missing=skip_missing)
-        # The official scripts score every row (a repeated one twice); this figure scores each gold item once
-        metrics["num_duplicates"] = num_duplicates
-        return metrics
-
-    def prediction_of(self, row: dict[str, Any]) -> Any:
-        return row.get(self.prediction_field)
+        hidden = self.check_gold(items, gold_path, ("id", "choices", "answer"))  # another task's file: an error
+        return self.score_rows(items, read_rows(Path(predictions_path)), hidden, skip_missing)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

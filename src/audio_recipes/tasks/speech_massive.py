@@ -1,4 +1,9 @@
-"""Speech-MASSIVE: multilingual spoken language understanding (MASSIVE's intents and slots, spoken)."""
+"""Speech-MASSIVE: multilingual spoken language understanding (MASSIVE's intents and slots, spoken).
+
+Scored twice over: the SLURP metrics (metrics.slu) and the data set's own (metrics.massive: intent accuracy,
+exact match, seqeval slot micro-F1, s3prl's slot-type F1 and slot-value CER). The test split is published apart
+(FBK-MT/Speech-MASSIVE-test): `test_dataset_name` names it, and metrics.json names the data it scored (`data`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl
+from audio_recipes.metrics.massive import annotation_tags, score_massive
 from audio_recipes.metrics.slu import score_slu
 from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task, rows_by_id
 from audio_recipes.tasks.slu_format import (
@@ -21,6 +27,7 @@ from audio_recipes.tasks.slu_format import (
 
 REQUIRED_KEYS = ("id", "locale", "utt", "annot_utt", "intent_str")
 HUB_DATASET = "FBK-MT/Speech-MASSIVE"
+HUB_TEST_DATASET = "FBK-MT/Speech-MASSIVE-test"  # the test split, published apart
 SPLITS = ("train", "train_115", "validation", "test")
 LOCALES = ("ar-SA", "de-DE", "es-ES", "fr-FR", "hu-HU", "ko-KR", "nl-NL", "pl-PL", "pt-PT", "ru-RU", "tr-TR", "vi-VN")
 SYSTEM_PROMPT = "You are a multilingual spoken language understanding system for a voice assistant."
@@ -83,12 +90,24 @@ class SpeechMassiveTask(Task):
         if path is not None:
             audio_dir = Path(self.args.audio_dir) if self.args.audio_dir else Path(path).parent / "audio"
             return read_rows(Path(path)), str(path), audio_dir
-        if self.args.dataset_name is None:
+        dataset = self.hub_dataset(split)
+        if dataset is None:
             raise DataError(f"task speech_massive: the recipe sets neither {split}_file nor dataset_name")
         locale = self.args.locale or "fr-FR"
         cache = Path(self.args.audio_dir or f"data/speech_massive/{locale}/audio")
-        rows = read_hub_split(self.args.dataset_name, locale, self.split_name(split), cache)
-        return rows, f"{self.args.dataset_name}[{locale}/{self.split_name(split)}]", cache
+        rows = read_hub_split(dataset, locale, self.split_name(split), cache)
+        return rows, self.data_source(split), cache
+
+    def hub_dataset(self, split: str) -> str | None:
+        if split == "test" and self.args.test_dataset_name:
+            return self.args.test_dataset_name
+        return self.args.dataset_name
+
+    def data_source(self, split: str) -> str:
+        """What `split` reads: the local file, or the Hub dataset, locale and split."""
+        if self.data_file(split) is not None:
+            return str(self.data_file(split))
+        return f"{self.hub_dataset(split)}[{self.args.locale or 'fr-FR'}/{self.split_name(split)}]"
 
     def load_examples(self, split: str) -> list[Example]:
         rows, source, audio_dir = self.rows(split)
@@ -99,9 +118,8 @@ class SpeechMassiveTask(Task):
             check_row(row, where)
             if self.args.locale and row["locale"] != self.args.locale:
                 continue
-            scenario, action = split_intent(row["intent_str"])
-            entities = entities_from_annotation(row["annot_utt"])
-            reference = {"id": str(row["id"]), "scenario": scenario, "action": action, "entities": entities}
+            reference = gold_item(row, where)
+            scenario, action, entities = reference["scenario"], reference["action"], reference["entities"]
             audio = None
             if mode != "text":
                 if not row.get("path"):
@@ -123,16 +141,30 @@ class SpeechMassiveTask(Task):
         return official_slu_row("id", example.id, prediction)
 
     def score(self, examples: list[Example], predictions: dict[str, dict], skip_missing: bool = False) -> dict:
-        gold = {example.id: json.loads(example.reference) for example in examples}
-        return score_slu(gold, predictions, skip_missing=skip_missing)
+        return score_items([json.loads(example.reference) for example in examples], predictions, skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        gold = {}
+        items = []
         for index, row in enumerate(read_rows(Path(gold_path))):
-            check_row(row, f"{gold_path}, row {index} (id {row.get('id')})")
-            scenario, action = split_intent(row["intent_str"])
-            gold[str(row["id"])] = {"scenario": scenario, "action": action,
-                                    "entities": entities_from_annotation(row["annot_utt"])}
+            where = f"{gold_path}, row {index} (id {row.get('id')})"
+            check_row(row, where)
+            items.append(gold_item(row, where))
         predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
-        return {**score_slu(gold, predictions, skip_missing=skip_missing), "num_duplicates": num_duplicates}
+        return {**score_items(items, predictions, skip_missing), "num_duplicates": num_duplicates}
+
+
+def gold_item(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """What both scorers need of a row: the labels and entities (SLURP's metrics), the intent, tokens and tags
+    (MASSIVE's)."""
+    scenario, action = split_intent(row["intent_str"])
+    tokens, tags = annotation_tags(row["utt"], row["annot_utt"], where)
+    return {"id": str(row["id"]), "scenario": scenario, "action": action,
+            "entities": entities_from_annotation(row["annot_utt"]), "intent": row["intent_str"],
+            "tokens": tokens, "tags": tags}
+
+
+def score_items(items: list[dict[str, Any]], predictions: dict[str, dict], skip_missing: bool) -> dict:
+    gold = {item["id"]: item for item in items}
+    return {**score_slu(gold, predictions, skip_missing=skip_missing),
+            **score_massive(items, predictions, skip_missing=skip_missing)}
 
