@@ -59,13 +59,25 @@ def extend_vocabulary_for_training(model, processor, model_args: ModelArguments,
 
 
 def prepare_sft_config(training_args: SFTConfig) -> SFTConfig:
-    """TRL's SFTTrainer has no audio path: our collator builds inputs and labels, so TRL must not."""
+    """TRL's SFTTrainer has no audio path: our collator builds inputs and labels, so TRL must not.
+
+    `packing` (or `padding_free`) is our collator's padding-free batch (`packing_requested`): TRL's own packs text
+    rows to max_length and refuses a custom collator, so both are switched off for TRL."""
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     if training_args.max_length is not None:
         logger.debug("max_length=%s ignored: truncation could cut audio placeholder tokens", training_args.max_length)
         training_args.max_length = None
+    if training_args.packing or training_args.padding_free:
+        training_args.packing_requested = True
+        training_args.packing = training_args.padding_free = False
+        training_args.eval_packing = False
     return training_args
+
+
+def packing_requested(training_args: SFTConfig) -> bool:
+    """Whether the recipe asked for padding-free batches (`packing: true`), read after prepare_sft_config."""
+    return getattr(training_args, "packing_requested", False) or training_args.packing or training_args.padding_free
 
 
 def task_datasets(task: Task, with_eval: bool) -> tuple[Dataset, Dataset | None]:
@@ -216,6 +228,7 @@ def build_trainer(
     collator = build_collator(
         processor, task_args, with_completion=True,
         silent_clip_for_text_batches=parameters_are_sharded(training_args) if silent_clip is None else silent_clip,
+        packing=packing_requested(training_args),
     )
     if training_args.train_sampling_strategy == "group_by_length":
         # Lengths from text and audio headers, so that the sampler never decodes a clip
