@@ -165,15 +165,19 @@ def test_generation_batches_cannot_be_packed(loaded):
         AudioChatCollator(loaded[2], with_completion=False, packing=True)
 
 
+def packed_recipe(tmp_path, model: str, *overrides: str):
+    return parse_recipe(
+        (ModelArguments, TaskArguments, SFTConfig, EvalArguments),
+        [str(PROJECT_ROOT / "recipes" / "tiny" / "slurp.yaml"), "--output_dir", str(tmp_path / "out"),
+         "--model_name_or_path", str(ensure_tiny_model(model)), "--packing", "true", "--max_train_samples", "4",
+         "--per_device_train_batch_size", "4", "--save_strategy", "no", "--eval_strategy", "no", *overrides])[:3]
+
+
 def test_recipe_key_packing_gives_the_trainer_packed_batches_and_the_same_loss(tmp_path):
     """`packing: true` in a recipe: TRL's own packing stays off (it refuses our collator), ours packs, and TRL's
     loss on a packed batch is the padded batch's."""
-    model_args, task_args, training_args, _ = parse_recipe(
-        (ModelArguments, TaskArguments, SFTConfig, EvalArguments),
-        [str(PROJECT_ROOT / "recipes" / "tiny" / "slurp.yaml"), "--output_dir", str(tmp_path / "out"),
-         "--model_name_or_path", str(ensure_tiny_model("qwen2-audio")),
-         "--packing", "true", "--max_train_samples", "4", "--max_steps", "2", "--per_device_train_batch_size", "4",
-         "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"])
+    model_args, task_args, training_args = packed_recipe(tmp_path, "qwen2-audio", "--max_steps", "2",
+                                                         "--logging_steps", "1")
     run = build_trainer(model_args, task_args, training_args)
     trainer, model = run.trainer, run.trainer.model
     assert run.collator.packing and not trainer.args.packing and not trainer.args.padding_free
@@ -189,3 +193,13 @@ def test_recipe_key_packing_gives_the_trainer_packed_batches_and_the_same_loss(t
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_trainer_counts_an_omni_packed_batchs_tokens(tmp_path):
+    """TRL counts a packed batch as position_ids.size(1) tokens, 1 for an Omni thinker's (4, 1, N) positions."""
+    run = build_trainer(*packed_recipe(tmp_path, "qwen2.5-omni"))
+    batch = run.collator([run.trainer.train_dataset[i] for i in range(4)])
+    assert batch["position_ids"].ndim == 3
+    run.trainer.model.train()
+    run.trainer.compute_loss(run.trainer.model, dict(batch))
+    assert run.trainer._total_train_tokens == batch["input_ids"].shape[1]

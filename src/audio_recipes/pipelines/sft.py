@@ -99,6 +99,16 @@ class AudioSFTTrainer(SFTTrainer):
             self.clips_trained += pending.popleft()
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        positions = inputs.get("position_ids")
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.model.training and positions is not None and positions.ndim == 3 and "attention_mask" not in inputs:
+            # TRL counts a packed batch as position_ids.size(1) tokens: 1 for the Omni thinkers' (4, 1, N) positions
+            missing = torch.tensor(positions.shape[-1] - positions.shape[1], device=positions.device)
+            self._total_train_tokens += self.accelerator.gather_for_metrics(missing).sum().item()
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return result
+
     def evaluate(self, *args, **kwargs):
         pending = getattr(self.data_collator, "batch_clips", None)
         kept = len(pending) if pending is not None else 0
