@@ -11,7 +11,14 @@ from trl import SFTConfig
 from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator
 from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.models import load_model_and_processor
-from audio_recipes.packing import pack_rows, packed_position_ids, segment_lengths
+from audio_recipes.packing import (
+    PACKED_SDPA,
+    pack_rows,
+    packed_lengths,
+    packed_position_ids,
+    register_packed_sdpa,
+    segment_lengths,
+)
 from audio_recipes.paths import PROJECT_ROOT
 from audio_recipes.pipelines.sft import build_trainer
 from audio_recipes.recipe import parse_recipe
@@ -106,10 +113,14 @@ def loss_and_gradients(model, batch):
     return nll.detach(), targets, gradients
 
 
-def test_packed_training_gives_the_padded_per_token_losses_and_gradients(loaded, clips):
+@pytest.mark.parametrize("attention", ["sdpa", PACKED_SDPA])
+def test_packed_training_gives_the_padded_per_token_losses_and_gradients(loaded, clips, attention):
     """Every trained token's loss and every parameter's gradient within 1e-5 of the padded batch's: no token
-    attends across examples (or to padding), and each clip's features reach their own example only."""
+    attends across examples (or to padding), and each clip's features reach their own example only. With sdpa
+    through the block-diagonal mask transformers builds from the positions, and with sdpa_packed (sdpa on each
+    example alone, what the SFT pipeline uses)."""
     _, model, processor = loaded
+    model.set_attn_implementation(register_packed_sdpa() if attention == PACKED_SDPA else "sdpa")
     for parameter in model.parameters():  # the encoder too: its gradient depends on which tokens saw each clip
         parameter.requires_grad_(True)
     padded = AudioChatCollator(processor)(rows(clips))
@@ -128,6 +139,17 @@ def test_packed_training_gives_the_padded_per_token_losses_and_gradients(loaded,
         leaky["position_ids"] = leaky["position_ids"].expand(4, 1, -1)
     nll_leaky, _, _ = loss_and_gradients(model, leaky)
     assert (nll_leaky - nll_padded).abs().max() > 1e-3
+    model.set_attn_implementation("sdpa")
+
+
+def test_packed_attention_finds_the_examples_of_a_packed_row_only():
+    query = torch.zeros(1, 2, 5, 4)
+    assert packed_lengths(torch.tensor([[0, 1, 2, 0, 1]]), query, query) == [3, 2]
+    assert packed_lengths(packed_position_ids([1, 4], multimodal_rope=True), query, query) == [1, 4]
+    assert packed_lengths(torch.tensor([[0, 1, 2, 3, 4]]), query, query) is None  # one example: plain sdpa
+    assert packed_lengths(None, query, query) is None
+    assert packed_lengths(torch.tensor([[0, 1, 2, 0, 1]] * 2), torch.zeros(2, 2, 5, 4), torch.zeros(2, 2, 5, 4)) is None
+    assert packed_lengths(torch.tensor([[7]]), query[:, :, :1], query) is None  # a decoding step
 
 
 def test_packed_text_batch_keeps_the_silent_clip_apart(loaded, clips):
@@ -181,6 +203,7 @@ def test_recipe_key_packing_gives_the_trainer_packed_batches_and_the_same_loss(t
     run = build_trainer(model_args, task_args, training_args)
     trainer, model = run.trainer, run.trainer.model
     assert run.collator.packing and not trainer.args.packing and not trainer.args.padding_free
+    assert model.config._attn_implementation == PACKED_SDPA
     examples = [trainer.train_dataset[i] for i in range(4)]
     packed = run.collator(examples)
     padded = AudioChatCollator(run.collator.processor)(examples)

@@ -59,3 +59,57 @@ def segment_lengths(position_ids: torch.Tensor) -> list[int]:
     positions = position_ids[0] if position_ids.ndim == 3 else position_ids
     starts = (positions[0] == 0).nonzero().flatten().tolist()
     return [end - start for start, end in zip(starts, [*starts[1:], positions.shape[-1]], strict=True)]
+
+
+# ---------------------------------------------------------------- attention over each example of a packed row
+
+PACKED_SDPA = "sdpa_packed"
+
+
+def packed_lengths(position_ids: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor) -> list[int] | None:
+    """The example lengths of a packed row seen by an attention layer (one row, no cache, positions restarting);
+    None for any other batch."""
+    if position_ids is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or query.shape[2] < 2:
+        return None
+    positions = position_ids.reshape(-1, position_ids.shape[-1])[0]
+    if positions.shape[0] != query.shape[2]:
+        return None
+    restarts = (torch.diff(positions) != 1).nonzero().flatten().add(1).tolist()
+    if not restarts:
+        return None
+    starts = [0, *restarts]
+    return [end - start for start, end in zip(starts, [*starts[1:], positions.shape[0]], strict=True)]
+
+
+def packed_sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                                  is_causal=None, **kwargs):
+    """sdpa on each example of a packed row alone (causal, no mask), as flash attention's varlen kernel does; any
+    other batch goes to transformers' sdpa as is.
+
+    With plain sdpa a packed row of N tokens attends through an N x N block-diagonal mask: the masked blocks are
+    computed and thrown away, and the mask rules out sdpa's fused kernels, so that attention costs grow with the
+    batch size squared (and on CPU the N x N weights are materialised). Per example the cost is that of the padded
+    batch without its padding.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    lengths = packed_lengths(kwargs.get("position_ids"), query, key)
+    if lengths is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    outputs = [
+        sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True, **kwargs)[0]
+        for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2),
+                           strict=True)
+    ]
+    return torch.cat(outputs, dim=1), None
+
+
+def register_packed_sdpa() -> str:
+    """Make `sdpa_packed` an attention implementation of transformers (its masks those of sdpa); its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention_forward)
+    AttentionMaskInterface.register(PACKED_SDPA, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    return PACKED_SDPA

@@ -32,6 +32,7 @@ from audio_recipes.models import (
     load_model_and_processor,
     lora_config,
 )
+from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.tasks import Example, Task
@@ -234,11 +235,15 @@ def build_trainer(
                                                has_adapter=resolved.adapter is not None)
     task.check_tokenizer(getattr(processor, "tokenizer", processor))
     logger.info("parameters: %s", freeze_modules(model, model_args))
+    packing = packing_requested(training_args)
+    if packing and model.config._attn_implementation == "sdpa":
+        # Attention over each example alone, not through a block-diagonal mask over the whole row
+        model.set_attn_implementation(register_packed_sdpa())
     silent_clip = task_args.silent_clip_for_text_batches
     collator = build_collator(
         processor, task_args, with_completion=True,
         silent_clip_for_text_batches=parameters_are_sharded(training_args) if silent_clip is None else silent_clip,
-        packing=packing_requested(training_args),
+        packing=packing,
     )
     if training_args.train_sampling_strategy == "group_by_length":
         # Lengths from text and audio headers, so that the sampler never decodes a clip
