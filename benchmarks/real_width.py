@@ -30,6 +30,7 @@ from transformers import AutoConfig, AutoProcessor, Qwen2AudioForConditionalGene
 from audio_recipes.collators import AudioChatCollator
 from audio_recipes.config import TaskArguments
 from audio_recipes.decoding import decode_batch, generate_batch
+from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.tasks import Example
 from audio_recipes.tasks.speech_detection.task import PROMPT as DETECTION_PROMPT
@@ -84,7 +85,8 @@ def comparisons(model, processor, train_rows, eval_examples, choice_examples, ar
     generation = AudioChatCollator(processor, with_completion=False, padding_side="left")
     batches = [train_rows[start:start + args.batch_size] for start in range(0, len(train_rows), args.batch_size)]
 
-    def train(collator):
+    def train(collator, attention="sdpa"):
+        model.set_attn_implementation(attention)  # packed: sdpa on each example, as the SFT pipeline trains
         model.train()
         for rows in batches:
             batch = {key: value.to(dtype) if value.is_floating_point() else value
@@ -97,6 +99,7 @@ def comparisons(model, processor, train_rows, eval_examples, choice_examples, ar
                 "pad_token_id": generation.tokenizer.pad_token_id, "temperature": None, "top_p": None, "top_k": None}
 
     def evaluate(batch_size):
+        model.set_attn_implementation("sdpa")
         model.eval()
         with torch.inference_mode():
             for start in range(0, len(eval_examples), batch_size):
@@ -106,6 +109,7 @@ def comparisons(model, processor, train_rows, eval_examples, choice_examples, ar
     task = recipe_task(TaskArguments(task="speech_detection"))
 
     def choose(mode, batch_size):
+        model.set_attn_implementation("sdpa")
         model.eval()
         with torch.inference_mode():
             for start in range(0, len(choice_examples), batch_size):
@@ -113,7 +117,7 @@ def comparisons(model, processor, train_rows, eval_examples, choice_examples, ar
                              settings(args.choice_new_tokens))
 
     variants = {
-        "train_padded": lambda: train(padded), "train_packed": lambda: train(packed),
+        "train_padded": lambda: train(padded), "train_packed": lambda: train(packed, register_packed_sdpa()),
         "eval_single": lambda: evaluate(1), "eval_batched": lambda: evaluate(args.batch_size),
         "generate_batched": lambda: choose("generate", args.batch_size),
         "scoring_batched": lambda: choose("scoring", args.batch_size),
