@@ -106,3 +106,40 @@ def test_plan_and_peak_lookup():
                                        ("qlora", 40_000_000))}
     assert plans["qlora"] < plans["lora"] < plans["full"]
     assert 50 * 2**30 < plans["full"] < 90 * 2**30  # bf16 weights (8.4 B), gradients and AdamW states (7.1 B)
+
+
+# ---------------------------------------------------------------- make gpu-wheels
+
+def gpu_wheels():
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+    import gpu_wheels as module
+
+    return module
+
+
+def test_wheel_list_is_pinned_to_the_tested_versions_and_marked_for_the_node_python():
+    from importlib.metadata import version
+
+    module = gpu_wheels()
+    pins = module.pinned_requirements("3.12")
+    names = [pin.split("==")[0] for pin in pins]
+    assert "torch" not in names and len(names) == len(set(names))
+    assert "tomli" not in names and "tomli" in [p.split("==")[0] for p in module.pinned_requirements("3.10")]
+    for pin in pins:  # the versions the tests here ran on
+        name, pinned = pin.split("==")
+        assert version(name) == pinned, f"{name}: requirements-gpu-check.txt pins {pinned}, tested {version(name)}"
+    command = module.download_command(PROJECT_ROOT / "w", "3.12", pins)
+    assert {"--no-deps", "--only-binary=:all:"} <= set(command) and "transformers==5.25.0" in command
+    assert command[command.index("--python-version") + 1] == "3.12"
+
+
+def test_wheel_folder_check_refuses_two_versions_and_too_many_megabytes(tmp_path):
+    module = gpu_wheels()
+    (tmp_path / "peft-0.21.2-py3-none-any.whl").write_bytes(b"x" * 1_000_000)
+    (tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl").write_bytes(b"x" * 3_000_000)
+    assert module.check_folder(tmp_path, max_mb=2) == 1.0  # bitsandbytes is optional: not counted
+    with pytest.raises(SystemExit, match="over 0 MB"):
+        module.check_folder(tmp_path, max_mb=0.5)
+    (tmp_path / "peft-0.21.1-py3-none-any.whl").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="several versions"):
+        module.check_folder(tmp_path, max_mb=60)
