@@ -14,6 +14,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps tiny-models demo test test-slow sft eval inspect push bench mmlu-redux style clean \
+	gpu-wheels gpu-check \
 	check-recipe check-model check-push check-models
 
 install: $(VENV)/.installed
@@ -79,6 +80,25 @@ inspect: check-recipe install
 # Speed and memory against baselines measured in the same run: benchmarks/results.json, docs/benchmarks.md
 bench: install system-deps tiny-models
 	$(PY) benchmarks/run_all.py
+
+# The GPU check on a node with one CUDA GPU, its own PyTorch and no network. On a networked machine first:
+#   make gpu-wheels PYTHON_VERSION=3.12 [WITH_BNB=1] [FLASH_ATTN_WHEEL=path.whl]   (into $(WHEELS), under 60 MB)
+# then copy the project with $(WHEELS) to the node and run `make gpu-check` there (about 8 minutes on an H100): the
+# wheels go to $(GPU_SITE), ahead of the node's packages, never over them. GPU_CHECK_ARGS="--device cpu" smoke-tests.
+WHEELS ?= gpu-wheels
+PYTHON_VERSION ?= 3.12
+GPU_SITE ?= .gpu-site
+GPU_CHECK_ARGS ?=
+gpu-wheels:
+	$(PYTHON) scripts/gpu_wheels.py --dest $(WHEELS) --python-version $(PYTHON_VERSION) \
+	  $(if $(WITH_BNB),--with-bitsandbytes,) $(if $(FLASH_ATTN_WHEEL),--flash-attn-wheel $(FLASH_ATTN_WHEEL),)
+
+gpu-check:
+	@$(PYTHON) -c "import torch" || { echo "make gpu-check: $(PYTHON) has no torch (PYTHON=path/to/python)"; exit 2; }
+	@if ls $(WHEELS)/*.whl >/dev/null 2>&1; then \
+	  $(PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl; \
+	else echo "make gpu-check: no wheels in $(WHEELS): using the packages installed here"; fi
+	PYTHONPATH=$(GPU_SITE):src $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 style: install
 	$(VENV)/bin/ruff check src scripts tests benchmarks

@@ -46,9 +46,9 @@ def main() -> None:
         same = one_by_one() == batched() == batched(full_window)
         if not same:
             raise SystemExit("greedy outputs differ between the ways: the comparison would be meaningless")
-        single = harness.repeat(one_by_one, runs=args.runs)
-        grouped = harness.repeat(batched, runs=args.runs)
-        grouped_full_window = harness.repeat(lambda: batched(full_window), runs=args.runs)
+        times = harness.interleaved({"single": one_by_one, "batched": batched,
+                                     "full_window": lambda: batched(full_window)}, runs=args.runs)
+        single, grouped, grouped_full_window = times["single"], times["batched"], times["full_window"]
 
     section = harness.Section("eval_speed", "Evaluation: batched generation against one clip at a time",
                               f"python benchmarks/eval_speed.py --clips {args.clips} --batch_size {args.batch_size} "
@@ -56,13 +56,11 @@ def main() -> None:
     section.add("eval_clips_per_s_single", [args.clips / t for t in single], "clips/s")
     section.add("eval_clips_per_s_batched", [args.clips / t for t in grouped], "clips/s",
                 f"batch {args.batch_size}, left padding")
-    section.add("eval_batched_speedup", [s / g for s, g in zip(sorted(single), sorted(grouped), strict=True)], "x",
-                "ratio of sorted run times; goal >= 4 at batch 16")
+    section.add_ratio("eval_batched_speedup", single, grouped, "goal >= 4 at batch 16")
     section.add("eval_clips_per_s_batched_30s_window", [args.clips / t for t in grouped_full_window], "clips/s",
                 f"batch {args.batch_size}, every clip padded to Qwen2-Audio's 30 s window")
-    section.add("eval_short_window_speedup", [f / g for f, g in zip(sorted(grouped_full_window), sorted(grouped),
-                                                                       strict=True)], "x",
-                "window cut to the longest clip vs the 30 s window, both batched")
+    section.add_ratio("eval_short_window_speedup", grouped_full_window, grouped,
+                      "window cut to the longest clip vs the 30 s window, both batched")
     section.notes.append(f"Greedy outputs identical all three ways: {same} ({args.clips} clips of the tiny SLURP test "
                          f"set, {args.max_new_tokens} new tokens each). With the 30 s window the per-clip audio work "
                          "(log-mel over 30 s, the encoder over 1500 positions) dominates on the tiny model and "

@@ -1,7 +1,8 @@
 """Timing, figures and the report: shared by the benchmark scripts.
 
-Every timed figure is the median of at least 5 runs, with its spread (min and max); a ratio is computed
-from medians measured in the same process on the same machine.
+Every timed figure is the median of at least 5 runs, with its spread (min and max). A ratio compares two variants
+timed in turns in one process (`interleaved`: A B, B A, A B, ...) and is the ratio of their medians, so that a load
+from other jobs that comes and goes slows both alike; its spread is that of the ratios of the rounds.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ class Figure:
     values: list[float]
     unit: str
     note: str = ""
+    center: float | None = None  # the figure itself where it is not the values' median (a ratio of medians)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.values)
+        return statistics.median(self.values) if self.center is None else self.center
 
 
 @dataclass
@@ -49,6 +51,14 @@ class Section:
 
     def add(self, name: str, values: list[float] | float, unit: str, note: str = "") -> Figure:
         figure = Figure(name, list(values) if isinstance(values, list) else [values], unit, note)
+        self.figures.append(figure)
+        return figure
+
+    def add_ratio(self, name: str, slow: list[float], fast: list[float], note: str = "") -> Figure:
+        """How many times faster `fast` is than `slow` (interleaved timings): median over median, spread of the
+        rounds' ratios."""
+        figure = Figure(name, [s / f for s, f in zip(slow, fast, strict=True)], "x", note,
+                        center=statistics.median(slow) / statistics.median(fast))
         self.figures.append(figure)
         return figure
 
@@ -87,6 +97,24 @@ def repeat(func: Callable[[], object], runs: int = 5, warmup: int = 1) -> list[f
     return times
 
 
+def interleaved(variants: dict[str, Callable[[], object]], runs: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall-clock seconds of each variant, `runs` each, timed in turns after `warmup` untimed rounds: round i runs
+    them in order, the next round in reverse (A B, B A, ...), so that neither always follows the other. Medians of
+    such timings keep their ratio on a machine whose load from other jobs changes from second to second, where
+    runs of one variant after the other do not."""
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(runs):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -101,13 +129,21 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU"
 
 
+def load_average() -> str:
+    try:
+        return f"load average {os.getloadavg()[0]:.1f} over 1 min"
+    except OSError:
+        return "load unknown"
+
+
 def _format(value: float) -> str:
     return f"{value:.4g}"
 
 
 def section_markdown(section: Section) -> str:
     date = datetime.date.today().isoformat()
-    lines = [f"### {section.title}", "", f"Command: `{section.command}`  ", f"Machine: {machine()}; {date}", "",
+    lines = [f"### {section.title}", "", f"Command: `{section.command}`  ",
+             f"Machine: {machine()}; {date}, {load_average()} at the end", "",
              "| figure | median | spread (min - max) | runs | unit |", "|---|---|---|---|---|"]
     for figure in section.figures:
         spread = f"{_format(min(figure.values))} - {_format(max(figure.values))}" if len(figure.values) > 1 else "-"

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["padding.py", "collator_speed.py", "eval_speed.py", "sft_speed.py", "speech_detection_decoding_speed.py"]
+SUITE = ["padding.py", "collator_speed.py", "eval_speed.py", "sft_speed.py", "speech_detection_decoding_speed.py",
+         "real_width.py"]
 
 
 def main() -> None:

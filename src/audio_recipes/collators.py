@@ -15,6 +15,7 @@ from audio_recipes.audio import AudioStats, load_audio_batch
 from audio_recipes.audio.window import allow_short_audio_windows, short_window_samples
 from audio_recipes.config import TaskArguments
 from audio_recipes.models.families import ModelFamily, family_for_processor
+from audio_recipes.packing import pack_rows
 
 IGNORE_INDEX = -100
 SILENT_CLIP_SECONDS = 1.0
@@ -61,6 +62,10 @@ class AudioChatCollator:
 
     `short_audio_window`: a Whisper-style window (Qwen2-Audio's, AF3's) is cut to the batch's longest clip instead
     of 30 s, features and encoder, with the same outputs (see audio_recipes.audio.window).
+
+    `packing` (training only): the batch's examples joined into one row without padding, position ids restarting
+    at each example and no attention mask (audio_recipes.packing); the features stay one per clip. The silent clip
+    then comes as an example of its own after the others: no real token attends to it, and it carries no loss.
     """
 
     processor: Any
@@ -72,6 +77,7 @@ class AudioChatCollator:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. enable_thinking for Qwen3
     silent_clip_for_text_batches: bool = False
     short_audio_window: bool = True
+    packing: bool = False
     silent_clip_batches: int = field(default=0, init=False)  # how many batches got the silent clip
     # Clips read for each batch not yet trained on: the trainer takes one per step (data loaders fetch ahead)
     batch_clips: deque = field(default_factory=deque, init=False, repr=False)
@@ -80,6 +86,8 @@ class AudioChatCollator:
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.packing and not self.with_completion:
+            raise ValueError("packing is for training batches: generation needs one padded row per prompt")
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         if self.family is None:
             self.family = family_for_processor(self.processor)
@@ -165,11 +173,17 @@ class AudioChatCollator:
         if self.silent_clip_for_text_batches and not audio_inputs:
             clip_ids, audio_inputs = self.silent_clip_inputs()
             self.silent_clip_batches += 1
-            # On the padding side of the first row, masked: no real token attends to it
-            before = self.padding_side == "left"
-            sequences[0] = attach(sequences[0], clip_ids, before)
-            labels[0] = attach(labels[0], [IGNORE_INDEX] * len(clip_ids), before)
-            attention[0] = attach(attention[0], [0] * len(clip_ids), before)
+            if self.packing:  # an example of its own: the packed mask keeps every other token from it
+                sequences.append(clip_ids)
+                labels.append([IGNORE_INDEX] * len(clip_ids))
+            else:  # on the padding side of the first row, masked: no real token attends to it
+                before = self.padding_side == "left"
+                sequences[0] = attach(sequences[0], clip_ids, before)
+                labels[0] = attach(labels[0], [IGNORE_INDEX] * len(clip_ids), before)
+                attention[0] = attach(attention[0], [0] * len(clip_ids), before)
+        if self.packing:
+            audio_inputs.pop("num_audio_tokens", None)
+            return {**pack_rows(sequences, labels, self.family.multimodal_rope), **audio_inputs}
         batch = {
             "input_ids": self.pad(sequences, self.tokenizer.pad_token_id),
             "attention_mask": self.pad(attention, 0),
@@ -258,10 +272,10 @@ def audio_options(task_args: TaskArguments) -> AudioOptions:
 
 
 def build_collator(processor, task_args: TaskArguments, *, with_completion: bool, padding_side: str = "right",
-                   silent_clip_for_text_batches: bool = False) -> AudioChatCollator:
+                   silent_clip_for_text_batches: bool = False, packing: bool = False) -> AudioChatCollator:
     """The collator a recipe asks for (its audio options and chat template switches): the one way the pipelines
     build one, so that training, sampling and evaluation render the same template."""
     template_kwargs = {} if task_args.enable_thinking is None else {"enable_thinking": task_args.enable_thinking}
     return AudioChatCollator(processor, with_completion=with_completion, padding_side=padding_side,
                              audio_options=audio_options(task_args), chat_template_kwargs=template_kwargs,
-                             silent_clip_for_text_batches=silent_clip_for_text_batches)
+                             silent_clip_for_text_batches=silent_clip_for_text_batches, packing=packing)

@@ -91,6 +91,8 @@ class ModelFamily:
     whisper_window: bool = False
     # The processor takes exactly one clip per text (AF3 checks it): rows without audio are tokenised apart from it
     one_clip_per_text: bool = False
+    # Multimodal rope (the Omni thinkers): packed rows carry (4, 1, N) position ids (audio_recipes.packing)
+    multimodal_rope: bool = False
     audio_only_processor: type | None = None  # loaded instead of the full processor (the Omni processors)
     chat_encoder: ChatEncoder | None = None  # None: the chat template rendered as text, then the processor
     tiny_model: str | None = None  # its tiny model under tiny-models/ (audio_recipes.testing.tiny_models)
@@ -166,6 +168,7 @@ QWEN2_5_OMNI = register_family(ModelFamily(
     projector=(),  # its projection is the encoder's last layer (audio_tower.proj)
     never_trained=("visual",),
     audio_inputs=QWEN_AUDIO_INPUTS,
+    multimodal_rope=True,
     audio_placeholders=processor_placeholder_count,
     audio_only_processor=_audio_only(transformers.Qwen2_5OmniProcessor),
     tiny_model="qwen2.5-omni",
@@ -180,6 +183,7 @@ QWEN3_OMNI_MOE = register_family(ModelFamily(
     never_trained=("visual",),
     expert_parameters=EXPERT_PARAMETERS,  # only the language model has experts (the talker is never loaded)
     audio_inputs=QWEN_AUDIO_INPUTS,
+    multimodal_rope=True,
     audio_placeholders=processor_placeholder_count,
     audio_only_processor=_audio_only(transformers.Qwen3OmniMoeProcessor),
     tiny_model="qwen3-omni-moe",

@@ -32,6 +32,7 @@ from audio_recipes.models import (
     load_model_and_processor,
     lora_config,
 )
+from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.tasks import Example, Task
@@ -59,13 +60,25 @@ def extend_vocabulary_for_training(model, processor, model_args: ModelArguments,
 
 
 def prepare_sft_config(training_args: SFTConfig) -> SFTConfig:
-    """TRL's SFTTrainer has no audio path: our collator builds inputs and labels, so TRL must not."""
+    """TRL's SFTTrainer has no audio path: our collator builds inputs and labels, so TRL must not.
+
+    `packing` (or `padding_free`) is our collator's padding-free batch (`packing_requested`): TRL's own packs text
+    rows to max_length and refuses a custom collator, so both are switched off for TRL."""
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     if training_args.max_length is not None:
         logger.debug("max_length=%s ignored: truncation could cut audio placeholder tokens", training_args.max_length)
         training_args.max_length = None
+    if training_args.packing or training_args.padding_free:
+        training_args.packing_requested = True
+        training_args.packing = training_args.padding_free = False
+        training_args.eval_packing = False
     return training_args
+
+
+def packing_requested(training_args: SFTConfig) -> bool:
+    """Whether the recipe asked for padding-free batches (`packing: true`), read after prepare_sft_config."""
+    return getattr(training_args, "packing_requested", False) or training_args.packing or training_args.padding_free
 
 
 def task_datasets(task: Task, with_eval: bool) -> tuple[Dataset, Dataset | None]:
@@ -86,6 +99,16 @@ class AudioSFTTrainer(SFTTrainer):
         if pending:
             self.clips_trained += pending.popleft()
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        positions = inputs.get("position_ids")
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.model.training and positions is not None and positions.ndim == 3 and "attention_mask" not in inputs:
+            # TRL counts a packed batch as position_ids.size(1) tokens: 1 for the Omni thinkers' (4, 1, N) positions
+            missing = torch.tensor(positions.shape[-1] - positions.shape[1], device=positions.device)
+            self._total_train_tokens += self.accelerator.gather_for_metrics(missing).sum().item()
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return result
 
     def evaluate(self, *args, **kwargs):
         pending = getattr(self.data_collator, "batch_clips", None)
@@ -212,10 +235,15 @@ def build_trainer(
                                                has_adapter=resolved.adapter is not None)
     task.check_tokenizer(getattr(processor, "tokenizer", processor))
     logger.info("parameters: %s", freeze_modules(model, model_args))
+    packing = packing_requested(training_args)
+    if packing and model.config._attn_implementation == "sdpa":
+        # Attention over each example alone, not through a block-diagonal mask over the whole row
+        model.set_attn_implementation(register_packed_sdpa())
     silent_clip = task_args.silent_clip_for_text_batches
     collator = build_collator(
         processor, task_args, with_completion=True,
         silent_clip_for_text_batches=parameters_are_sharded(training_args) if silent_clip is None else silent_clip,
+        packing=packing,
     )
     if training_args.train_sampling_strategy == "group_by_length":
         # Lengths from text and audio headers, so that the sampler never decodes a clip
