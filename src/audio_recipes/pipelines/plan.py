@@ -323,7 +323,8 @@ def build_plan(parsed: ParsedRecipe) -> Plan:
     tokenizer_size = shape.tokenizer_size if shape is not None else len(getattr(processor, "tokenizer", processor))
     planned = plan_model(parsed.model, config, parsed.training, launch, tokenizer_size, trains)
     tiny_twin = Path(parsed.path).parent / "tiny" / Path(parsed.path).name
-    rows, source = training_rows(parsed.task, tiny_twin if tiny_twin.is_file() else None)
+    split = (parsed.evaluation.split if parsed.evaluation else "test") if kind == "evaluate" else "train"
+    rows, source = training_rows(parsed.task, tiny_twin if tiny_twin.is_file() else None, split)
     # Text counted with Qwen's real BPE for a released Qwen model (the tiny twin's vocabulary is not the real one)
     speech_tokens = r"<\|s_\d+\|>|<\|speech_start\|>|<\|speech_end\|>" if parsed.model.num_speech_tokens else None
     tokens = count_tokens(rows, source, processor, family, parsed.task, real_vocabulary=shape is not None,

@@ -91,14 +91,17 @@ def text_counter(processor: Any, real_vocabulary: bool, extra_tokens: str | None
                        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), special, extra_tokens)
 
 
-def training_rows(task_args: TaskArguments, tiny_twin: Path | None) -> tuple[list[dict[str, Any]], str]:
-    """The recipe's training rows, or where they are absent its tiny twin's (built on first use), or none."""
+def training_rows(task_args: TaskArguments, tiny_twin: Path | None, split: str = "train"
+                  ) -> tuple[list[dict[str, Any]], str]:
+    """The recipe's rows of `split` (train; test for an evaluation), or where they are absent its tiny twin's (built
+    on first use), or none."""
     from audio_recipes.errors import DataError
     from audio_recipes.pipelines.data import recipe_task
 
     try:
-        examples = recipe_task(task_args).examples("train")
-        return [example.to_row() for example in examples[:ROWS_COUNTED]], f"the recipe's data ({_source(task_args)})"
+        examples = recipe_task(task_args).examples(split)
+        return ([example.to_row() for example in examples[:ROWS_COUNTED]],
+                f"the recipe's data ({_source(task_args, split)})")
     except (DataError, OSError, ValueError) as error:
         reason = " ".join(str(error).split())[:160]
     if tiny_twin is None or not tiny_twin.is_file():
@@ -111,15 +114,16 @@ def training_rows(task_args: TaskArguments, tiny_twin: Path | None) -> tuple[lis
     twin_args = replace(twin_args, input_mode=task_args.input_mode, build_data_if_missing=True,
                         text_only_fraction=task_args.text_only_fraction)
     try:
-        examples = recipe_task(twin_args).examples("train")
+        examples = recipe_task(twin_args).examples(split)
     except (DataError, OSError, ValueError) as error:
         return [], f"none (the recipe's data is absent and its tiny twin's could not be built: {error})"
     return ([example.to_row() for example in examples[:ROWS_COUNTED]],
             f"the tiny twin's data ({tiny_twin}: the recipe's own is absent)")
 
 
-def _source(task_args: TaskArguments) -> str:
-    return task_args.train_file or task_args.dataset_name or "?"
+def _source(task_args: TaskArguments, split: str) -> str:
+    files = {"train": task_args.train_file, "eval": task_args.eval_file, "test": task_args.test_file}
+    return files.get(split) or task_args.dataset_name or "?"
 
 
 def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family: ModelFamily,
