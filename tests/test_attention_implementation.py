@@ -4,10 +4,10 @@ sdpa either way; the GPU extras."""
 from __future__ import annotations
 
 import logging
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from audio_recipes.config import ModelArguments

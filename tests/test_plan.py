@@ -13,7 +13,14 @@ from audio_recipes.models.families import QWEN2_AUDIO
 from audio_recipes.paths import PROJECT_ROOT
 from audio_recipes.pipelines.plan import build_plan, parse_plan_arguments, recipe_kind
 from audio_recipes.planning.launch import read_launch
-from audio_recipes.planning.memory import GIB, ModelShape, ParameterInventory, Precision, StepShape, training_memory
+from audio_recipes.planning.memory import (
+    GIB,
+    ModelShape,
+    ParameterInventory,
+    Precision,
+    StepShape,
+    training_memory,
+)
 from audio_recipes.planning.tokens import text_counter
 from audio_recipes.recipe import load_recipe
 from audio_recipes.testing.tiny_models import ensure_tiny_model
