@@ -20,6 +20,8 @@ from audio_recipes.models.families import (
 )
 from audio_recipes.models.loading import (
     align_special_tokens_with_tokenizer,
+    attention_implementation,
+    build_empty_model,
     keep_used_key_conversions,
     load_model_and_processor,
     load_processor,
@@ -32,7 +34,7 @@ from audio_recipes.models.speech_vocabulary import (
 
 __all__ = [
     "FAMILIES", "LORA_TARGET_PRESETS", "SPEECH_EMBEDDING_INITS", "ModelFamily", "TextEmbeddingRowsFreezer",
-    "align_special_tokens_with_tokenizer", "extend_speech_vocabulary", "family_for_model", "family_for_model_type",
+    "align_special_tokens_with_tokenizer", "attention_implementation", "build_empty_model", "extend_speech_vocabulary", "family_for_model", "family_for_model_type",
     "family_for_processor", "freeze_modules", "is_quantized", "keep_used_key_conversions", "load_model_and_processor",
     "load_processor", "lora_config", "merge_adapter", "model_class_for", "not_language_model_regex",
     "quantization_config", "torch_dtype",

@@ -38,12 +38,14 @@ def torch_dtype(name: str | None) -> torch.dtype | str:
     return getattr(torch, name)
 
 
-def not_language_model_regex(family: ModelFamily | None) -> str:
+def not_language_model_regex(family: ModelFamily | None) -> str | None:
     """PEFT's exclusion regex: every module inside the family's audio encoder, projector and other encoders (the
     audio encoder also has q/k/v projections). Without a family, those of every registered family.
     (A path regex in target_modules would not do: for MoE models PEFT 0.21 reduces it to bare leaf names.)"""
     names = family.not_language_model if family is not None else tuple(
         dict.fromkeys(name for _, known in FAMILIES.items() for name in known.not_language_model))
+    if not names:  # a text model: nothing to exclude (an empty alternation would match, and exclude, every module)
+        return None
     return rf".*\b(?:{'|'.join(names)})\b.*"
 
 

@@ -9,13 +9,14 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from peft import PeftModel
-from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PretrainedConfig
+from transformers.utils import is_flash_attn_2_available
 
 from audio_recipes.config import ModelArguments
 from audio_recipes.hub import ResolvedModel, resolve_model
 from audio_recipes.library_noise import dropped_log_messages
 from audio_recipes.models.adapters import quantization_config, torch_dtype
-from audio_recipes.models.families import family_for_model_type, model_class_for
+from audio_recipes.models.families import ModelFamily, family_for_model_type, model_class_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def load_model_and_processor(
     model_class = model_class_for(config.model_type)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(model_args.dtype), "trust_remote_code": trust_remote_code}
     if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
+        kwargs["attn_implementation"] = attention_implementation(model_args.attn_implementation, family)
     quantization = quantization_config(model_args, family)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
@@ -64,6 +65,50 @@ def load_model_and_processor(
     )
     align_special_tokens_with_tokenizer(model, processor)
     return model, processor, resolved
+
+
+FLASH_ATTENTION = "flash_attention_2"
+
+
+def attention_implementation(requested: str | None, family: ModelFamily) -> str | dict[str, str] | None:
+    """transformers' attn_implementation for a recipe's: flash_attention_2 where flash-attn is installed (and a GPU
+    runs it), else sdpa with one warning line; the family's sdpa_sub_configs (Qwen2-Audio's encoder) stay on sdpa."""
+    if requested != FLASH_ATTENTION:
+        return requested
+    if not is_flash_attn_2_available():
+        logger.warning("attn_implementation flash_attention_2: flash-attn is not installed here (or no CUDA GPU); "
+                       "using sdpa (pip install -r requirements-gpu.txt on a GPU machine)")
+        return "sdpa"
+    if not family.sdpa_sub_configs:
+        return requested
+    # "" is the model's own config; every other sub-config is named so that none falls back to a default
+    return {"": requested, "text_config": requested, **dict.fromkeys(family.sdpa_sub_configs, "sdpa")}
+
+
+def build_empty_model(config: PretrainedConfig, model_args: ModelArguments) -> torch.nn.Module:
+    """The model that load_model_and_processor loads from a checkpoint with this config, built on the meta device:
+    the same class (the thinker of an Omni checkpoint), dtype and 4-bit / 8-bit layers, with no memory and no
+    weights. For planning: parameter names, shapes and which layers are quantised."""
+    from transformers.quantizers import AutoHfQuantizer
+
+    family = family_for_model_type(config.model_type)
+    model_class = model_class_for(config.model_type)
+    wanted = getattr(model_class, "config_class", None)
+    for name, sub_config_class in getattr(config, "sub_configs", {}).items():
+        if sub_config_class is wanted:  # an Omni checkpoint's config holds the thinker's
+            config = getattr(config, name)
+            break
+    dtype = torch_dtype(model_args.dtype)
+    if dtype == "auto":
+        dtype = getattr(config, "dtype", None) or torch.float32
+    with torch.device("meta"):
+        build = getattr(model_class, "_from_config", None) or model_class.from_config  # the Auto classes
+        model = build(config, dtype=dtype)
+    quantization = quantization_config(model_args, family)
+    if quantization is not None:
+        AutoHfQuantizer.from_config(quantization, pre_quantized=False).preprocess_model(model, device_map=None,
+                                                                                         dtype=dtype)
+    return model
 
 
 def align_special_tokens_with_tokenizer(model: torch.nn.Module, processor: Any) -> None:

