@@ -20,7 +20,7 @@ from audio_recipes.config import (
     SFTConfig,
     TaskArguments,
 )
-from audio_recipes.errors import RecipeError
+from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.models import (
     build_empty_model,
     family_for_model_type,
@@ -30,6 +30,7 @@ from audio_recipes.models import (
 )
 from audio_recipes.models.families import ModelFamily
 from audio_recipes.models.real_shapes import real_shape
+from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.planning.launch import Launch, read_launch
 from audio_recipes.planning.memory import (
     GIB,
@@ -42,7 +43,7 @@ from audio_recipes.planning.memory import (
     parameter_inventory,
     training_memory,
 )
-from audio_recipes.planning.tokens import TokenStats, count_tokens, tokens_per_step, training_rows
+from audio_recipes.planning.tokens import ROWS_COUNTED, TokenStats, count_tokens, tokens_per_step
 from audio_recipes.recipe import load_recipe
 
 logger = logging.getLogger(__name__)
@@ -311,6 +312,36 @@ def estimate(kind: str, parsed: ParsedRecipe, planned: PlannedModel, tokens: Tok
         memory.buffers = max(memory.buffers, generation.activations + generation.buffers)
         memory.notes.append("ReST: its sampling phase (per_device_eval_batch_size rows) counted where it needs more")
     return memory
+
+
+def training_rows(task_args: TaskArguments, tiny_twin: Path | None, split: str = "train"
+                  ) -> tuple[list[dict[str, Any]], str]:
+    """The recipe's rows of `split` (train; test for an evaluation), or where they are absent its tiny twin's (built
+    on first use), or none."""
+    try:
+        examples = recipe_task(task_args).examples(split)
+        return ([example.to_row() for example in examples[:ROWS_COUNTED]],
+                f"the recipe's data ({_source(task_args, split)})")
+    except (DataError, OSError, ValueError) as error:
+        reason = " ".join(str(error).split())[:160]
+    if tiny_twin is None or not tiny_twin.is_file():
+        return [], f"none (the recipe's data is absent: {reason})"
+    twin = load_recipe(tiny_twin)
+    fields = {name for name in TaskArguments.__dataclass_fields__}
+    twin_args = TaskArguments(**{key: value for key, value in twin.items() if key in fields})
+    twin_args = dataclasses.replace(twin_args, input_mode=task_args.input_mode, build_data_if_missing=True,
+                        text_only_fraction=task_args.text_only_fraction)
+    try:
+        examples = recipe_task(twin_args).examples(split)
+    except (DataError, OSError, ValueError) as error:
+        return [], f"none (the recipe's data is absent and its tiny twin's could not be built: {error})"
+    return ([example.to_row() for example in examples[:ROWS_COUNTED]],
+            f"the tiny twin's data ({tiny_twin}: the recipe's own is absent)")
+
+
+def _source(task_args: TaskArguments, split: str) -> str:
+    files = {"train": task_args.train_file, "eval": task_args.eval_file, "test": task_args.test_file}
+    return files.get(split) or task_args.dataset_name or "?"
 
 
 def build_plan(parsed: ParsedRecipe) -> Plan:

