@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """`make gpu-wheels`: on a machine with network, download the wheels `make gpu-check` installs offline on a GPU node
 on top of its own PyTorch (requirements-gpu-check.txt, no dependency resolution: torch is never fetched).
 

@@ -45,8 +45,10 @@ def test_with_flash_attention_qwen2_audio_keeps_its_encoder_on_sdpa(monkeypatch)
     assert attention_implementation("flash_attention_2", QWEN2_AUDIO) == {
         "": "flash_attention_2", "text_config": "flash_attention_2", "audio_config": "sdpa"}
     assert attention_implementation("flash_attention_2", QWEN3) == "flash_attention_2"
-    # the other families' audio encoders take flash attention (their windows are built from cu_seqlens)
-    assert [family.name for _, family in FAMILIES.items() if family.sdpa_sub_configs] == ["qwen2_audio"]
+    # AF3 pads and masks 30 s windows as Qwen2-Audio does; the Omni encoders build their windows from cu_seqlens and
+    # Voxtral's takes whole unmasked 30 s chunks: those take flash attention
+    names = [family.name for _, family in FAMILIES.items() if family.sdpa_sub_configs]
+    assert names == ["qwen2_audio", "audioflamingo3"]
 
 
 def test_a_per_sub_config_implementation_reaches_the_encoder_only():

@@ -209,6 +209,8 @@ AUDIO_FLAMINGO3 = register_family(ModelFamily(
     audio_encoder=("audio_tower",),  # AF-Whisper: Whisper-large-v3's encoder, then pooling by 2
     projector=("multi_modal_projector",),  # two linear layers with a GELU
     fixed_encoder_parameters=("embed_positions",),  # built frozen, as Qwen2-Audio's: handed back trainable on load
+    # Its encoder masks each window's padding as Qwen2-Audio's does: kept on sdpa under flash_attention_2 too
+    sdpa_sub_configs=("audio_config",),
     # Its language model is Qwen2 (Qwen2.5-7B): the default attention and MLP names, <|im_end|> ends a turn
     audio_inputs=("input_features", "input_features_mask"),
     audio_placeholders=windowed_placeholder_count,

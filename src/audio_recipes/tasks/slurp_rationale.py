@@ -126,9 +126,11 @@ def entity_counts(gold: dict[str, dict], predicted: dict[str, dict], skip_missin
         row = predicted.get(item_id)
         if row is None and skip_missing:
             continue
-        gold_entities = [(entity["type"], entity["filler"]) for entity in label["entities"]]
+        gold_entities = [{"type": entity["type"], "filler": entity["filler"]} for entity in label["entities"]]
         raw = row.get("entities") if row is not None else []
-        predicted_entities = [(entity["type"], entity["filler"]) for entity in raw if isinstance(entity, dict)
+        # Whole-dict matching as span_f1_counts does it; malformed entities count for nothing here
+        predicted_entities = [{"type": entity["type"], "filler": entity["filler"]} for entity in raw
+                              if isinstance(entity, dict)
                               and isinstance(entity.get("type"), str) and isinstance(entity.get("filler"), str)] \
             if isinstance(raw, list) else []
         counts += span_f1_counts(gold_entities, predicted_entities)
