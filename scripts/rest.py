@@ -3,8 +3,8 @@
 
 Each iteration samples K answers per training question, keeps those the recipe's rewards score correct,
 fine-tunes the LoRA adapter on them, and reports the kept fraction and held-out accuracy
-(`<output_dir>/rest_summary.json`, printed as `{"iterations": [...]}`). Rerunning the same command resumes an
-interrupted loop.
+against the starting model's (`<output_dir>/rest_summary.json`, printed as `{"start": {...}, "iterations": [...]}`).
+Rerunning the same command resumes an interrupted loop.
 """
 
 import logging
@@ -28,7 +28,9 @@ def main() -> None:
         (ModelArguments, TaskArguments, RewardArguments, SFTConfig, EvalArguments, RestArguments),
         description=__doc__, return_recipe_path=True,
     )
-    print_result({"iterations": RestLoop(*parsed, recipe_path=recipe_path).run()})
+    loop = RestLoop(*parsed, recipe_path=recipe_path)
+    iterations = loop.run()
+    print_result({"start": loop.start, "iterations": iterations})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from audio_recipes.collators import AudioChatCollator
 from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.pipelines.data import recipe_task
-from audio_recipes.pipelines.grpo import AudioGRPOTrainer
+from audio_recipes.pipelines.grpo import AudioGRPOTrainer, reward_quarters
 from audio_recipes.rewards import get_reward_funcs
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
@@ -112,14 +112,40 @@ def test_log_probs_depend_on_the_audio(rows, tmp_path, model_name):
 def test_grpo_script_trains_an_adapter(tmp_path):
     ensure_tiny_model("qwen2-audio")
     output = tmp_path / "grpo"
+    # The recipe starts from the SFT warm start; the script's plumbing is the same from the bare tiny model
     result = subprocess.run([sys.executable, str(ROOT / "scripts/grpo.py"), str(ROOT / "recipes/tiny/mmar_grpo.yaml"),
-                             "--max_steps", "2", "--output_dir", str(output)], cwd=ROOT, check=True,
+                             "--model_name_or_path", "tiny-models/qwen2-audio", "--max_steps", "2",
+                             "--output_dir", str(output)], cwd=ROOT, check=True,
                             capture_output=True, text=True, timeout=900)
-    assert [sorted(line) for line in json_object_lines(result.stdout)] == [["reward_first", "reward_last", "train_loss"]]
+    assert [sorted(line) for line in json_object_lines(result.stdout)] == [
+        ["reward_first_quarter", "reward_last_quarter", "train_loss"]]
     assert warning_lines(result.stderr) == []  # TRL's "model_init_kwargs will be ignored" is wrong here: dropped
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and any("reward" in entry for entry in state["log_history"])
     assert (output / "adapter_model.safetensors").is_file() and "mmar" in (output / "README.md").read_text()
+
+
+def test_reward_quarters_average_the_first_and_last_quarter_of_the_logged_steps():
+    history = [{"reward": r, "step": i} for i, r in enumerate([0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 2.0, 1.0], 1)]
+    history.insert(3, {"loss": 0.1, "step": 3})  # entries without a reward are not steps of the curve
+    assert reward_quarters(history) == {"reward_first_quarter": 0.5, "reward_last_quarter": 1.5}
+    assert reward_quarters([{"reward": 0.25}]) == {"reward_first_quarter": 0.25, "reward_last_quarter": 0.25}
+    assert reward_quarters([]) == {"reward_first_quarter": 0.0, "reward_last_quarter": 0.0}
+
+
+@pytest.mark.slow
+def test_grpo_from_the_warm_start_raises_the_mean_reward(tmp_path):
+    """The tiny recipes in order (about a minute): the short SFT warm start, then GRPO; the last quarter's mean
+    reward is above the first quarter's."""
+    ensure_tiny_model("qwen2-audio")
+    warm, output = tmp_path / "sft", tmp_path / "grpo"
+    subprocess.run([sys.executable, str(ROOT / "scripts/sft.py"), str(ROOT / "recipes/tiny/mmar_sft.yaml"),
+                    "--output_dir", str(warm)], cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/grpo.py"), str(ROOT / "recipes/tiny/mmar_grpo.yaml"),
+                             "--model_name_or_path", str(warm), "--output_dir", str(output)], cwd=ROOT, check=True,
+                            capture_output=True, text=True, timeout=900)
+    metrics = json_object_lines(result.stdout)[-1]
+    assert metrics["reward_last_quarter"] > metrics["reward_first_quarter"] + 0.1, metrics
 
 
 def test_unknown_reward_fails_before_loading(tmp_path):

@@ -121,6 +121,16 @@ def test_a_missing_tiny_model_path_says_how_to_build_it(tiny_model, monkeypatch,
     assert time.monotonic() - started < 10
 
 
+def test_a_missing_warm_start_says_which_recipe_trains_it(monkeypatch, tmp_path, offline):
+    # The tiny GRPO and ReST recipes start from the tiny SFT recipe's output_dir; here it has not been trained yet
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HubError) as error:
+        resolve_model("outputs/tiny/mmar_sft")
+    assert "run `python scripts/sft.py recipes/tiny/mmar_sft.yaml` first" in str(error.value)
+    with pytest.raises(HubError, match="not a folder holding a model or an adapter$"):
+        resolve_model("outputs/tiny/no_recipe_writes_this")
+
+
 def test_a_hub_id_without_network_is_a_clear_error_not_a_full_model(offline):
     started = time.monotonic()
     with pytest.raises(HubError, match="cannot reach the Hugging Face Hub") as error:

@@ -43,9 +43,10 @@ def warm_model(tmp_path_factory):
     return output
 
 
-def rest_loop(warm_model, output_dir):
+def rest_loop(warm_model, output_dir, samples_per_question: int | None = 2):
+    samples = ["--samples_per_question", str(samples_per_question)] if samples_per_question else []
     parsed = parse_recipe(TYPES, [str(ROOT / "recipes/tiny/mmar_rest.yaml"), "--model_name_or_path", str(warm_model),
-                                  "--samples_per_question", "2", "--output_dir", str(output_dir)])
+                                  *samples, "--output_dir", str(output_dir)])
     return RestLoop(*parsed, recipe_path="recipes/tiny/mmar_rest.yaml")
 
 
@@ -53,13 +54,18 @@ def test_loop_keeps_correct_samples_trains_and_resumes_by_phase(warm_model, tmp_
     loop = rest_loop(warm_model, tmp_path)
     summary = loop.run()
     assert [entry["iteration"] for entry in summary] == [0, 1]
-    assert [entry["learning_rate"] for entry in summary] == [2e-3, 1e-3]
+    assert [entry["learning_rate"] for entry in summary] == [5e-4, 2.5e-4]
+    # The starting model's held-out answers are the baseline, written beside the iterations'
+    written = json.loads((tmp_path / "rest_summary.json").read_text())
+    assert written == {"start": loop.start, "iterations": summary}
+    assert (tmp_path / "start" / "heldout" / "metrics.json").is_file()
+    assert 0.0 <= loop.start["heldout_accuracy"] <= 1.0
     first = tmp_path / "iteration-0"
     filtered = json.loads((first / "filter.json").read_text())
     questions = len(loop.train_examples)
     assert filtered["samples"] == 2 * questions and 0 < filtered["kept"] < filtered["samples"]
     kept = [json.loads(line) for line in (first / "kept.jsonl").read_text().splitlines()]
-    assert all(sample["rewards"]["choice_accuracy"] == 1.0 for sample in kept)
+    assert all(sample["rewards"] == {"choice_accuracy": 1.0, "answer_format": 1.0} for sample in kept)
     state = json.loads((first / "adapter" / "trainer_state.json").read_text())
     assert state["global_step"] > 0  # it fine-tuned on what it kept
     assert (tmp_path / "iteration-1" / "adapter" / "adapter_config.json").is_file()
@@ -168,3 +174,18 @@ def test_rest_samples_and_trains_on_the_same_rendered_template(tmp_path, monkeyp
 
     assert rendered["sampled"] == rendered["trained"]
     assert rendered["sampled"].endswith("<think>\n\n</think>\n\n")  # the switch reached both: thinking off
+
+
+@pytest.mark.slow
+def test_rest_from_the_warm_start_keeps_samples_and_raises_heldout_accuracy(tmp_path):
+    """The tiny recipes in order (about a minute): the short SFT warm start, then ReST; every iteration keeps samples
+    and the final held-out accuracy is above the starting model's."""
+    ensure_tiny_model("qwen2-audio")
+    warm = tmp_path / "sft"
+    args = parse_recipe((ModelArguments, TaskArguments, SFTConfig, EvalArguments),
+                        [str(ROOT / "recipes/tiny/mmar_sft.yaml"), "--output_dir", str(warm)])
+    run_sft(*args[:3], recipe_path="recipes/tiny/mmar_sft.yaml")
+    loop = rest_loop(warm, tmp_path / "rest", samples_per_question=None)
+    summary = loop.run()
+    assert all(entry["kept_fraction"] > 0 for entry in summary), summary
+    assert summary[-1]["heldout_accuracy"] > loop.start["heldout_accuracy"], (loop.start, summary)

@@ -221,6 +221,9 @@ class RestArguments:
     sample_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the generate phase."})
     sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of the generate phase."})
     heldout_split: str = field(default="test", metadata={"help": "Split whose accuracy is reported: eval or test."})
+    heldout_start: bool = field(
+        default=True, metadata={"help": "Also score the starting model on the held-out split (the iterations' baseline)."}
+    )
 
 
 

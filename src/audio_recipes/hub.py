@@ -71,9 +71,30 @@ def resolve_model(name_or_path: str | None, revision: str = "main") -> ResolvedM
     looks_local = name_or_path.startswith((".", "/")) or name_or_path.count("/") > 1 or local.parent.is_dir()
     # Without its parent folder, tiny-models/x reads like a Hub id: the hint goes on the Hub's error too
     hint = " (build the tiny models with `make tiny-models`)" if "tiny-models" in name_or_path else ""
+    recipe = recipe_writing(name_or_path) if not hint else None
+    if recipe is not None:
+        hint = f" (it is what {recipe[0]} trains: run `python {recipe[1]} {recipe[0]}` first)"
     if local.exists() or (looks_local and str(local.parent) != "."):
         raise HubError(f"model path {name_or_path} is not a folder holding a model or an adapter{hint}")
     return _resolve_hub_id(name_or_path, revision, hint)
+
+
+def recipe_writing(path: str) -> tuple[str, str] | None:
+    """(recipe, script) of the project's recipe whose output_dir is `path`, e.g. a warm start that a GRPO or ReST
+    recipe continues from and that has not been trained yet."""
+    import yaml
+
+    wanted = {Path(path).resolve(), (PROJECT_ROOT / path).resolve()}
+    for recipe in sorted((PROJECT_ROOT / "recipes").rglob("*.yaml")):
+        try:
+            keys = yaml.safe_load(recipe.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        output_dir = keys.get("output_dir") if isinstance(keys, dict) else None
+        if isinstance(output_dir, str) and (PROJECT_ROOT / output_dir).resolve() in wanted:
+            script = "rest.py" if "rest_iterations" in keys else "grpo.py" if "reward_funcs" in keys else "sft.py"
+            return str(recipe.relative_to(PROJECT_ROOT)), f"scripts/{script}"
+    return None
 
 
 def _looks_like_a_path(name: str) -> bool:

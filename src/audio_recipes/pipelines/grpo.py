@@ -127,6 +127,16 @@ class AudioGRPOTrainer(GRPOTrainer):
         return logps, entropies, aux_loss
 
 
+def reward_quarters(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean reward of the first and last quarter of the logged steps: one step's reward is too noisy to compare."""
+    rewards = [entry["reward"] for entry in log_history if "reward" in entry]
+    if not rewards:
+        return {"reward_first_quarter": 0.0, "reward_last_quarter": 0.0}
+    quarter = max(1, len(rewards) // 4)
+    return {"reward_first_quarter": sum(rewards[:quarter]) / quarter,
+            "reward_last_quarter": sum(rewards[-quarter:]) / quarter}
+
+
 def run_grpo(model_args, task_args, reward_args, training_args, recipe_path: str) -> dict:
     """Recipe -> task rows -> model (frozen parts, LoRA) -> AudioGRPOTrainer -> adapter or model -> Hub."""
     reward_funcs = get_reward_funcs(reward_args.reward_funcs)  # an unknown name fails before the model loads
@@ -147,9 +157,7 @@ def run_grpo(model_args, task_args, reward_args, training_args, recipe_path: str
         audio_collator=collator,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
-    metrics = {"train_loss": result.training_loss, "reward_first": rewards[0] if rewards else 0.0,
-               "reward_last": rewards[-1] if rewards else 0.0}
+    metrics = {"train_loss": result.training_loss, **reward_quarters(trainer.state.log_history)}
     save_trained(trainer, processor, metrics, model_args, task_args, training_args, resolved, recipe_path,
                  push_repo, evaluation_recipe=reward_args.evaluation_recipe)
     return metrics

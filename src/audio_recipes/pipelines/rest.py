@@ -9,6 +9,9 @@ loop resumes at the phase where it stopped (generation within a phase resumes it
     kept.jsonl      the samples kept, with their rewards; filter.json the kept fraction
     adapter/        the LoRA adapter after this iteration's fine-tuning
     heldout/        greedy answers on held-out questions and metrics.json
+
+and before the first iteration `output_dir/start/heldout/` holds the starting model's held-out answers: the baseline
+the iterations are read against. `rest_summary.json` has both: `{"start": {...}, "iterations": [...]}`.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class RestLoop:
         self.heldout_examples = self.task.examples(rest_args.heldout_split)
         self.min_reward = rest_args.min_reward if rest_args.min_reward is not None else float(
             len(reward_args.reward_funcs))
+        self.start: dict[str, Any] | None = None  # the starting model's held-out figures, once run() has them
 
     def iteration_dir(self, iteration: int) -> Path:
         return self.output_dir / f"iteration-{iteration}"
@@ -99,6 +103,13 @@ class RestLoop:
         return rates[min(iteration, len(rates) - 1)]
 
     def run(self) -> list[dict[str, Any]]:
+        """The iterations' summaries; `self.start` holds the starting model's held-out figures (or None)."""
+        primary = self.task.primary_metric
+        if self.rest_args.heldout_start:
+            heldout = self.evaluate(self.model_path(0), self.output_dir / "start")
+            self.start = {f"heldout_{primary}": heldout[primary],
+                          "heldout_num_invalid": heldout.get("num_invalid_outputs", 0)}
+            logger.info("ReST start (%s): held-out %s %.3f", self.model_path(0), primary, heldout[primary])
         summary = []
         for iteration in range(self.rest_args.rest_iterations):
             folder = self.iteration_dir(iteration)
@@ -106,14 +117,13 @@ class RestLoop:
             self.generate(iteration, folder)
             kept_fraction = self.filter(folder)
             self.train(iteration, folder)
-            heldout = self.evaluate(folder)
-            primary = self.task.primary_metric
+            heldout = self.evaluate(str(folder / "adapter"), folder)
             summary.append({"iteration": iteration, "learning_rate": self.learning_rate(iteration),
                             "kept_fraction": kept_fraction, f"heldout_{primary}": heldout[primary],
                             "heldout_num_invalid": heldout.get("num_invalid_outputs", 0)})
             logger.info("ReST iteration %d: kept %.3f of the samples, held-out %s %.3f",
                         iteration, kept_fraction, primary, heldout[primary])
-            write_json_atomic(self.output_dir / "rest_summary.json", summary)
+            write_json_atomic(self.output_dir / "rest_summary.json", {"start": self.start, "iterations": summary})
         return summary
 
     def _generate(self, model_path: str, examples: list[Example], output: Path,
@@ -179,12 +189,13 @@ class RestLoop:
                      evaluation_recipe=self.reward_args.evaluation_recipe)
         (folder / f"adapter{DONE}").touch()
 
-    def evaluate(self, folder: Path) -> dict[str, Any]:
+    def evaluate(self, model_path: str, folder: Path) -> dict[str, Any]:
+        """Greedy answers of model_path on the held-out questions, scored, in folder/heldout/."""
         heldout = folder / "heldout"
         if (heldout / "metrics.json").exists():
             return json.loads((heldout / "metrics.json").read_text())
-        heldout.mkdir(exist_ok=True)
-        rows = self._generate(str(folder / "adapter"), self.heldout_examples, heldout / "raw_outputs.jsonl")
+        heldout.mkdir(parents=True, exist_ok=True)
+        rows = self._generate(model_path, self.heldout_examples, heldout / "raw_outputs.jsonl")
         by_id = {example.id: example for example in self.heldout_examples}
         official = {key: self.task.prediction_row(by_id[key], row) for key, row in rows.items()}
         metrics = self.task.score(self.heldout_examples, official)
