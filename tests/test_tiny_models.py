@@ -66,7 +66,15 @@ def model(model_dir):
 
 
 def test_registry_names_the_builder():
-    assert TINY_MODEL_BUILDERS["qwen2-audio"] is build_tiny_qwen2_audio
+    assert TINY_MODEL_BUILDERS.get("qwen2-audio") is build_tiny_qwen2_audio
+
+
+def test_every_family_names_a_registered_tiny_model():
+    from audio_recipes.models.families import FAMILIES
+
+    named = {family.tiny_model for _, family in FAMILIES.items()}
+    assert None not in named, "a family without a tiny model cannot be tested on CPU"
+    assert named == set(TINY_MODEL_BUILDERS.names())
 
 
 def test_two_builds_are_bit_identical(model_dir, tmp_path):
@@ -277,5 +285,5 @@ def test_ensure_tiny_model_builds_once_and_rebuilds_when_stale(tmp_path):
     ensure_tiny_model("qwen2-audio", root=tmp_path)
     assert json.loads(marker.read_text())["fingerprint"] != "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen2-audio"], "no staging folders left behind"
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown tiny model 'no-such-model' .*qwen2-audio"):
         ensure_tiny_model("no-such-model", root=tmp_path)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audio_recipes.paths import TINY_MODELS_DIR
+from audio_recipes.registry import Registry
 from audio_recipes.testing.tiny_audio_flamingo3 import build_tiny_audio_flamingo3
 from audio_recipes.testing.tiny_omni_models import build_tiny_qwen2_5_omni, build_tiny_qwen3_omni_moe
 from audio_recipes.testing.tiny_voxtral import build_tiny_voxtral
@@ -315,14 +316,12 @@ def smoke_check_text_lm(model_dir: Path) -> dict:
     }
 
 
-TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "qwen2-audio": build_tiny_qwen2_audio,
-    "qwen3": build_tiny_qwen3,
-    "qwen2.5-omni": build_tiny_qwen2_5_omni,
-    "qwen3-omni-moe": build_tiny_qwen3_omni_moe,
-    "audio-flamingo3": build_tiny_audio_flamingo3,
-    "voxtral": build_tiny_voxtral,
-}
+# Name (a family's `tiny_model`) -> builder writing the model into a folder
+TINY_MODEL_BUILDERS: Registry[Callable[[Path], Path]] = Registry("tiny model")
+for _name, _builder in (("qwen2-audio", build_tiny_qwen2_audio), ("qwen3", build_tiny_qwen3),
+                        ("qwen2.5-omni", build_tiny_qwen2_5_omni), ("qwen3-omni-moe", build_tiny_qwen3_omni_moe),
+                        ("audio-flamingo3", build_tiny_audio_flamingo3), ("voxtral", build_tiny_voxtral)):
+    TINY_MODEL_BUILDERS.add(_name, _builder)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -449,8 +448,7 @@ def ensure_tiny_model(name: str = "qwen2-audio", root: Path | None = None, force
     concurrent processes: the build goes to a temporary sibling folder renamed into place, so readers never
     see a half-written model.
     """
-    if name not in TINY_MODEL_BUILDERS:
-        raise KeyError(f"unknown tiny model {name!r}; known: {sorted(TINY_MODEL_BUILDERS)}")
+    builder = TINY_MODEL_BUILDERS.get(name)  # an unknown name: ValueError listing the known ones
     root = Path(root) if root is not None else TINY_MODELS_DIR
     target = root / name
     if not force and _is_built(target, name):
@@ -458,7 +456,7 @@ def ensure_tiny_model(name: str = "qwen2-audio", root: Path | None = None, force
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.building.", dir=root))
     try:
-        TINY_MODEL_BUILDERS[name](staging)
+        builder(staging)
         staging.chmod(0o755)  # mkdtemp makes it private
         for file in staging.rglob("*"):
             file.chmod(0o755 if file.is_dir() else 0o644)
