@@ -227,7 +227,7 @@ def constrained_generate_batch(model, collator: AudioChatCollator, examples: lis
     return outputs
 
 
-def decode_batch(model, collator: AudioChatCollator, task: Task, examples: list[Example], decoding: str,
+def decode_batch(model, collator: AudioChatCollator, task: Task | None, examples: list[Example], decoding: str,
                  generation_kwargs: dict[str, Any], seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Each item's output under a decoding mode: `raw_output`, and for label decodings `confidence`."""
     if decoding == "generate":
@@ -235,10 +235,10 @@ def decode_batch(model, collator: AudioChatCollator, task: Task, examples: list[
         return [{"raw_output": text} for text in texts]
     if seeds is not None:
         raise ValueError(f"seeded sampling is a way to generate; decoding {decoding!r} samples nothing")
-    choices = [task.choices(example) for example in examples]
+    choices = [task.choices(example) if task is not None else None for example in examples]
     if any(labels is None for labels in choices):
-        raise ValueError(f"decoding {decoding!r} needs labels to choose from, and task {task.name} has none: "
-                         "use --decoding generate")
+        owner = f"task {task.name} has none" if task is not None else "this run has no task"
+        raise ValueError(f"decoding {decoding!r} needs labels to choose from, and {owner}: use --decoding generate")
     if decoding == "scoring":
         return score_labels_batch(model, collator, examples, choices)
     if decoding == "constrained":
@@ -257,35 +257,53 @@ def start_output(output_path: Path, resume: bool) -> dict[str, dict[str, Any]]:
     return finished
 
 
+def append_in_batches(
+    output_path: Path, items: Sequence[Any], *, item_id: Callable[[Any], str], resume: bool, batch_size: int,
+    process: Callable[[list[Any]], list[dict[str, Any]]], log_every: int = 10, what: str = "items",
+) -> dict[str, dict[str, Any]]:
+    """The resumable loop of every long run that writes a row per item: the items not yet in output_path, batch by
+    batch through `process` (one row per item, in order), each row appended with its `id` and synced to disk before
+    the next batch. Returns every row by id, earlier runs' included."""
+    finished = start_output(output_path, resume)
+    todo = [item for item in items if item_id(item) not in finished]
+    with output_path.open("a", encoding="utf-8") as handle:
+        for number, batch in enumerate(batches(todo, batch_size), start=1):
+            for item, row in zip(batch, process(batch), strict=True):
+                row = {"id": item_id(item), **row}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                finished[row["id"]] = row
+            handle.flush()
+            os.fsync(handle.fileno())
+            if number % log_every == 0:
+                print(f"done {len(finished)} / {len(items)} {what}", flush=True)
+    return finished
+
+
 def run_generation(
-    model, collator: AudioChatCollator, task: Task, examples: Sequence[Example], output_path: Path,
+    model, collator: AudioChatCollator, task: Task | None, examples: Sequence[Example], output_path: Path,
     *, batch_size: int, resume: bool, generation_kwargs: dict[str, Any], log_every: int = 10,
     decoding: str = "generate", sample_seed: Callable[[Example], int] | None = None,
+    parse: Callable[[Example, str], dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Decode each example not yet in output_path, appending one JSON line per item as it comes.
 
     `latency_ms` is the batch's wall time over its size (with batch size 1, each item's own latency).
     `sample_seed`: sample (temperature and top_p from generation_kwargs) each example from its own seed, so that a
-    resumed run writes the samples an uninterrupted one would have.
+    resumed run writes the samples an uninterrupted one would have. `parse`: output text -> prediction, by default
+    the task's (a run without a task, such as writing rationales, gives its own).
     """
-    finished = start_output(output_path, resume)
-    todo = [example for example in examples if example.id not in finished]
-    with output_path.open("a", encoding="utf-8") as handle:
-        for number, batch in enumerate(batches(todo, batch_size), start=1):
-            started = time.perf_counter()
-            seeds = [sample_seed(example) for example in batch] if sample_seed is not None else None
-            outputs = decode_batch(model, collator, task, batch, decoding, generation_kwargs, seeds)
-            latency_ms = 1000 * (time.perf_counter() - started) / len(batch)
-            for example, output in zip(batch, outputs, strict=True):
-                row = {"id": example.id, **output, "prediction": task.parse_for_item(example, output["raw_output"]),
-                       "latency_ms": latency_ms}
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                finished[example.id] = row
-            handle.flush()
-            os.fsync(handle.fileno())
-            if number % log_every == 0:
-                print(f"generated {len(finished)} / {len(examples)} items", flush=True)
-    return finished
+    parse = parse or task.parse_for_item
+
+    def decode(batch: list[Example]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        seeds = [sample_seed(example) for example in batch] if sample_seed is not None else None
+        outputs = decode_batch(model, collator, task, batch, decoding, generation_kwargs, seeds)
+        latency_ms = 1000 * (time.perf_counter() - started) / len(batch)
+        return [{**output, "prediction": parse(example, output["raw_output"]), "latency_ms": latency_ms}
+                for example, output in zip(batch, outputs, strict=True)]
+
+    return append_in_batches(output_path, examples, item_id=lambda example: example.id, resume=resume,
+                             batch_size=batch_size, process=decode, log_every=log_every, what="items generated")
 
 
 def merge_shards(output_dir: Path, world_size: int, examples: Sequence[Example]) -> list[dict[str, Any]]:

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from audio_recipes.config import TaskArguments
-from audio_recipes.decoding import batches, start_output
+from audio_recipes.decoding import append_in_batches, read_finished
 from audio_recipes.errors import DataError, InputError
 from audio_recipes.io import read_jsonl, write_jsonl_atomic
 from audio_recipes.metrics.slu import slurp_gold_entities
@@ -148,30 +146,31 @@ def main(argv: list[str]) -> None:
                 "num_beams": args.num_beams, "recordings": args.recordings, "max_new_tokens": args.max_new_tokens,
                 "language": args.language, "limit": args.limit, "dtype": args.dtype}
     partial, _ = partial_paths(args.output_file)
-    finished = start_output(partial, may_resume(args.output_file, settings, args.overwrite))
-    todo = [row for row in rows if row["filename"] not in finished]
-    if todo:
-        from audio_recipes.audio import load_audio
-
+    resume = may_resume(args.output_file, settings, args.overwrite)
+    done_before = read_finished(partial) if resume else {}
+    resumed = sum(row["filename"] in done_before for row in rows)
+    model = processor = prefix = None
+    if resumed < len(rows):
         model, processor = load_asr_model(args.model, args.device, args.dtype)
         prefix = decoder_prefix(processor, args.language)
+
+    def transcribe(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from audio_recipes.audio import load_audio
+
         sampling_rate = processor.feature_extractor.sampling_rate
-        with partial.open("a", encoding="utf-8") as handle:
-            for batch in batches(todo, args.batch_size):
-                audios = [load_audio(args.audio_dir / row["filename"], sampling_rate) for row in batch]
-                outputs = nbest_batch(model, processor, audios, args.num_beams, args.num_candidates,
-                                      args.max_new_tokens, prefix)
-                for row, (candidates, scores) in zip(batch, outputs, strict=True):
-                    finished[row["filename"]] = {"id": row["filename"], **row, "candidates": candidates,
-                                                 "candidate_scores": scores}
-                    handle.write(json.dumps(finished[row["filename"]], ensure_ascii=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-                print(f"transcribed {len(finished)} / {len(rows)} recordings", file=sys.stderr, flush=True)
+        audios = [load_audio(args.audio_dir / row["filename"], sampling_rate) for row in batch]
+        outputs = nbest_batch(model, processor, audios, args.num_beams, args.num_candidates, args.max_new_tokens,
+                              prefix)
+        return [{**row, "candidates": candidates, "candidate_scores": scores}
+                for row, (candidates, scores) in zip(batch, outputs, strict=True)]
+
+    finished = append_in_batches(partial, rows, item_id=lambda row: row["filename"], resume=resume,
+                                 batch_size=args.batch_size, process=transcribe, log_every=1,
+                                 what="recordings transcribed")
     output = [{key: value for key, value in finished[row["filename"]].items() if key != "id"} for row in rows]
     write_jsonl_atomic(args.output_file, output)
     remove_partial(args.output_file)
     sizes = [len(row["candidates"]) for row in output]
     exact = sum(row["candidates"][0] == row["sentence"] for row in output)
-    print(json.dumps({"output_file": str(args.output_file), "rows": len(output), "resumed": len(rows) - len(todo),
+    print(json.dumps({"output_file": str(args.output_file), "rows": len(output), "resumed": resumed,
                       "mean_candidates": round(sum(sizes) / len(sizes), 2), "top_candidate_exact": exact}))

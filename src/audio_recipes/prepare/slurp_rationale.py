@@ -28,7 +28,7 @@ from audio_recipes.errors import DataError, InputError
 from audio_recipes.io import read_jsonl, write_jsonl_atomic
 from audio_recipes.prepare.resumable import may_resume, partial_paths, remove_partial
 from audio_recipes.recipe import load_recipe
-from audio_recipes.tasks.base import Example, Task
+from audio_recipes.tasks.base import Example
 from audio_recipes.tasks.slu_format import slu_target
 from audio_recipes.tasks.slurp_rationale import clean_rationale, gold_label, numbered
 
@@ -40,22 +40,10 @@ class RationaleTemplateError(InputError, ValueError):
     """A recipe's rationale_prompt_template that cannot be filled in; the message says why."""
 
 
-class TeacherAnswers(Task):
-    """The teacher's answers as run_generation parses them: the rationale, valid when not empty (not a registered
-    task: it has no data of its own)."""
-
-    name = "slurp_rationale_teacher"
-    input_modes = ("text",)
-
-    def load_examples(self, split: str) -> list[Example]:
-        raise NotImplementedError("the teacher's examples are built by prepare_data.py slurp_rationale")
-
-    def parse(self, text: str) -> dict[str, Any]:
-        rationale = clean_rationale(text)
-        return {"rationale": rationale, "valid": bool(rationale)}
-
-    def score(self, examples: list[Example], predictions: dict[str, dict], skip_missing: bool = False) -> dict:
-        raise NotImplementedError("rationales are not scored")
+def teacher_answer(example: Example, text: str) -> dict[str, Any]:
+    """The teacher's answer as the run writes it: the rationale, valid when not empty."""
+    rationale = clean_rationale(text)
+    return {"rationale": rationale, "valid": bool(rationale)}
 
 
 def recipe_template(recipe: Path) -> str:
@@ -127,7 +115,7 @@ def main(argv: list[str]) -> None:
     from audio_recipes.decoding import item_seed, read_finished, run_generation
     from audio_recipes.models import load_model_and_processor
 
-    task_args = TaskArguments(task=TeacherAnswers.name, enable_thinking=args.enable_thinking)
+    task_args = TaskArguments(enable_thinking=args.enable_thinking)  # the chat template's switch
     done = read_finished(partial) if resume else {}
     resumed = sum(example.id in done for example in examples)
     if resumed < len(examples):
@@ -139,8 +127,8 @@ def main(argv: list[str]) -> None:
                   "temperature": args.temperature or None, "top_p": None, "top_k": None,
                   "pad_token_id": collator.tokenizer.pad_token_id}
         sample_seed = (lambda example: item_seed(args.seed, example.id)) if args.temperature > 0 else None
-        done = run_generation(model, collator, TeacherAnswers(task_args), examples, partial, batch_size=args.batch_size,
-                              resume=resume, generation_kwargs=kwargs, sample_seed=sample_seed)
+        done = run_generation(model, collator, None, examples, partial, batch_size=args.batch_size, resume=resume,
+                              generation_kwargs=kwargs, sample_seed=sample_seed, parse=teacher_answer)
     kept, rejected = [], []
     for row in rows:
         answer = done[row["filename"]]
