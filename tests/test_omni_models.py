@@ -11,9 +11,8 @@ import pytest
 import torch
 from peft import get_peft_model
 from safetensors import safe_open
-from trl import SFTConfig
 
-from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.config import ModelArguments
 from audio_recipes.models import (
     family_for_model_type,
     load_model_and_processor,
@@ -22,8 +21,6 @@ from audio_recipes.models import (
     merge_adapter,
     model_class_for,
 )
-from audio_recipes.pipelines.sft import build_trainer
-from audio_recipes.recipe import parse_recipe
 from audio_recipes.testing import tiny_omni_models
 from audio_recipes.testing.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
 
@@ -283,38 +280,7 @@ def test_expert_preset_refuses_what_peft_cannot_do():
 # ---------------------------------------------------------------- 4. SFT and merging (4-bit: tests/test_training.py)
 
 
-def recipe(tmp_path, name_, *overrides, base="slurp"):
-    model_args, task_args, training_args, _ = parse_recipe(
-        (ModelArguments, TaskArguments, SFTConfig, EvalArguments),
-        [str(ROOT / "recipes" / "tiny" / f"{base}.yaml"), "--output_dir", str(tmp_path / name_),
-         "--model_name_or_path", str(ensure_tiny_model(name_)), *overrides])
-    return model_args, task_args, training_args
-
-
-def test_sft_loss_sees_the_audio_falls_and_frozen_parts_stay(name, tmp_path):
-    model_args, task_args, training_args = recipe(
-        tmp_path, name, "--max_steps", "10", "--learning_rate", "3e-3", "--max_train_samples", "16",
-        "--per_device_train_batch_size", "4", "--logging_steps", "1", "--lr_scheduler_type", "constant")
-    run = build_trainer(model_args, task_args, training_args)
-    trainer, model = run.trainer, run.trainer.model
-    model.eval()
-    batch = run.collator([trainer.train_dataset[i] for i in range(4)])
-    with torch.no_grad():
-        trl_loss = trainer.compute_loss(model, dict(batch))
-        silent = trainer.compute_loss(model, {**batch, "input_features": torch.zeros_like(batch["input_features"])})
-        assert torch.allclose(trl_loss, model(**batch).loss, atol=1e-5)
-    assert abs(silent.item() - trl_loss.item()) > 1e-3
-    model.train()
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    assert len(losses) == 10 and sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3, losses
-    after = dict(model.named_parameters())
-    frozen = [n for n in before if ".audio_tower." in n or ".visual." in n]
-    language = [n for n in before if ".language_model.layers." in n]
-    assert frozen and language
-    assert all(torch.equal(before[n], after[n]) for n in frozen)
-    assert any(not torch.equal(before[n], after[n]) for n in language)
+# SFT (the loss sees the audio and falls, frozen parts stay): tests/test_family_sft.py
 
 
 @pytest.mark.parametrize("name_, preset", [("qwen2.5-omni", "attention_mlp"), ("qwen3-omni-moe", "attention_experts")])

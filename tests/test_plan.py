@@ -110,6 +110,41 @@ def test_qlora_of_the_7b_model_fits_a_24gb_gpu():
     assert inventory.weight_bytes / GIB < 8  # 4-bit language model, bf16 encoder, embedding and head
 
 
+@pytest.mark.parametrize("recipe,launch,total,encoder_positions,audio_tokens,vocabulary", [
+    ("slurp_audio_flamingo3", "zero3.yaml", 8_267_215_360, 1500, 750, "Qwen's BPE"),
+    ("slurp_voxtral", "zero2.yaml", 4_676_271_104, 1500, 375, "Tekken's BPE"),
+], ids=["audio-flamingo3", "voxtral"])
+def test_the_new_families_are_planned_with_their_real_shapes_tokens_and_launch(recipe, launch, total,
+                                                                               encoder_positions, audio_tokens,
+                                                                               vocabulary):
+    result = plan(f"recipes/{recipe}.yaml", "--config_file", f"accelerate_configs/{launch}")
+    summary, inventory = result.summary(), result.planned.inventory
+    assert summary["total_parameters"] == total
+    assert summary["trainable_parameters"] == inventory.parts["language_model"]  # encoder and projector frozen
+    # a 30 s clip (max_audio_seconds where no audio is readable): AF3 pools 1500 encoder positions by 2, Voxtral
+    # stacks them by 4 into 375 tokens
+    assert summary["audio_tokens_per_clip"]["max"] == audio_tokens
+    assert result.step.encoder_positions == encoder_positions
+    assert result.tokens.counted_with.startswith(vocabulary)
+    assert result.planned.shape.encoder_layers == 32 and result.planned.shape.encoder_width == 1280
+    assert summary["fits"] is True and summary["memory_gb_per_gpu"] < 40
+
+
+@pytest.mark.parametrize("recipe", ["slurp_audio_flamingo3", "slurp_voxtral"], ids=["audio-flamingo3", "voxtral"])
+def test_qlora_of_the_new_families_fits_a_24gb_gpu(recipe):
+    result = plan(f"recipes/{recipe}.yaml", "--config_file", "accelerate_configs/single_gpu.yaml",
+                  "--gpu_memory_gb", "24", "--use_peft", "true", "--load_in_4bit", "true", "--learning_rate", "2e-4")
+    assert result.fits and result.needed_gib < 20
+    assert result.planned.inventory.quantized > 0.6 * result.planned.inventory.total
+
+
+def test_full_fine_tuning_of_audio_flamingo3_in_mixed_precision_does_not_fit_one_80gb_gpu():
+    result = plan("recipes/slurp_audio_flamingo3.yaml", "--config_file", "accelerate_configs/single_gpu.yaml",
+                  "--dtype", "float32")
+    assert not result.fits and result.needed_gib > 110  # 7.6 B trainable x 16 bytes
+    assert "zero3" in result.knob
+
+
 def test_a_plan_that_does_not_fit_names_the_first_knob():
     result = plan("recipes/slurp_qlora.yaml", "--config_file", "accelerate_configs/single_gpu.yaml",
                   "--gpu_memory_gb", "12", "--activation_checkpointing", "false", "--per_device_train_batch_size", "32")

@@ -50,7 +50,41 @@ def test_the_loader_builds_the_family_class_and_the_omni_thinker_only():
         "Qwen/Qwen2.5-Omni-7B": "Qwen2_5OmniThinkerForConditionalGeneration",
         "Qwen/Qwen3-Omni-30B-A3B-Instruct": "Qwen3OmniMoeThinkerForConditionalGeneration",
         "Qwen/Qwen3-0.6B": "Qwen3ForCausalLM",
+        "mistralai/Voxtral-Mini-3B-2507": "VoxtralForConditionalGeneration",
+        "nvidia/audio-flamingo-3-hf": "AudioFlamingo3ForConditionalGeneration",
     }
+
+
+# (hidden, layers, heads, KV heads, MLP, vocabulary rows, untied head), (encoder width, layers, heads, MLP): the
+# widths each config.json publishes (sources in real_shapes.py), read back from the model the loader builds
+PUBLISHED_WIDTHS = {
+    "Qwen/Qwen2-Audio-7B-Instruct": ((4096, 32, 32, 32, 11008, 156032, True), (1280, 32, 20, 5120)),
+    "Qwen/Qwen2.5-Omni-7B": ((3584, 28, 28, 4, 18944, 152064, True), (1280, 32, 20, 5120)),
+    "Qwen/Qwen3-Omni-30B-A3B-Instruct": ((2048, 48, 32, 4, 768, 152064, True), (1280, 32, 20, 5120)),
+    "Qwen/Qwen3-0.6B": ((1024, 28, 16, 8, 3072, 151936, False), None),
+    "mistralai/Voxtral-Mini-3B-2507": ((3072, 30, 32, 8, 8192, 131072, True), (1280, 32, 20, 5120)),
+    "nvidia/audio-flamingo-3-hf": ((3584, 28, 28, 4, 18944, 151672, True), (1280, 32, 20, 5120)),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[shape.hub_id for shape in SHAPES])
+def test_the_built_model_has_the_published_widths_and_nothing_outside_its_parts(shape):
+    model = empty(shape)
+    text = model.config.get_text_config()
+    head, embedding = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+    untied = head is not embedding
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads,
+            text.intermediate_size, embedding.shape[0], untied) == PUBLISHED_WIDTHS[shape.hub_id][0]
+    assert head.shape == embedding.shape  # the head counted in the published language-model sizes
+    audio = getattr(model.config, "audio_config", None)
+    widths = (audio.d_model, audio.encoder_layers, audio.encoder_attention_heads, audio.encoder_ffn_dim) if audio \
+        else None
+    assert widths == PUBLISHED_WIDTHS[shape.hub_id][1]
+    family = family_for_model(model)
+    if family.has_audio:  # every parameter in a part the family names (the published part sizes add up)
+        parts = tuple(f".{part}." for part in family.not_language_model) + (".language_model.",)
+        assert [name for name, _ in model.named_parameters()
+                if not any(part in f".{name}" for part in parts) and not name.startswith("lm_head.")] == []
 
 
 def test_transformers_defaults_are_not_the_released_qwen2_audio():

@@ -1,6 +1,6 @@
 """Voxtral (Mistral): the tiny checkpoint and its tekken tokenizer, prompts through mistral_common as the processor
 encodes them, loss masks token by token, LoRA on the language model only, SFT, evaluation through
-scripts/evaluate.py, and the released architecture's size on the meta device.
+scripts/evaluate.py (the released architecture on the meta device: tests/test_real_shapes.py).
 
 Loss masks on the other families' layouts, batched generation, 4-bit loading and GRPO run Voxtral too, in
 tests/test_collators.py, test_evaluation.py, test_training.py and test_grpo.py."""
@@ -15,19 +15,13 @@ import pytest
 import soundfile as sf
 import torch
 from peft import get_peft_model
-from trl import SFTConfig
 
 from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator, AudioOptions
-from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.config import ModelArguments
 from audio_recipes.models import family_for_model_type, load_processor, lora_config, model_class_for
 from audio_recipes.models.voxtral import (
-    VOXTRAL_MINI_3B_2507,
-    VOXTRAL_MINI_3B_2507_PARAMETERS,
     system_into_user_turn,
-    voxtral_config,
 )
-from audio_recipes.pipelines.sft import build_trainer
-from audio_recipes.recipe import parse_recipe
 from audio_recipes.testing import tiny_voxtral
 from audio_recipes.testing.tiny_models import TINY_MODEL_BUILDERS, ensure_tiny_model, smoke_check
 
@@ -278,38 +272,7 @@ def test_lora_presets_reach_the_language_model_only(model_dir, preset):
 # ---------------------------------------------------------------- 5. SFT and evaluation
 
 
-def recipe(tmp_path, *overrides, base="slurp_voxtral"):
-    model_args, task_args, training_args, _ = parse_recipe(
-        (ModelArguments, TaskArguments, SFTConfig, EvalArguments),
-        [str(ROOT / "recipes" / "tiny" / f"{base}.yaml"), "--output_dir", str(tmp_path / base), *overrides])
-    return model_args, task_args, training_args
-
-
-def test_sft_loss_sees_the_audio_falls_and_frozen_parts_stay(tmp_path):
-    model_args, task_args, training_args = recipe(
-        tmp_path, "--max_steps", "8", "--learning_rate", "3e-3", "--max_train_samples", "8",
-        "--per_device_train_batch_size", "4", "--logging_steps", "1", "--lr_scheduler_type", "constant",
-        "--warmup_steps", "0")
-    run = build_trainer(model_args, task_args, training_args)
-    trainer, model = run.trainer, run.trainer.model
-    model.eval()
-    batch = run.collator([trainer.train_dataset[i] for i in range(4)])
-    with torch.no_grad():
-        trl_loss = trainer.compute_loss(model, dict(batch))
-        silent = trainer.compute_loss(model, {**batch, "input_features": torch.zeros_like(batch["input_features"])})
-        assert torch.allclose(trl_loss, model(**batch).loss, atol=1e-5)
-    assert abs(silent.item() - trl_loss.item()) > 1e-3
-    model.train()
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    assert len(losses) == 8 and sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3, losses
-    after = dict(model.named_parameters())
-    frozen = [n for n in before if ".audio_tower." in n or ".multi_modal_projector." in n]
-    language = [n for n in before if ".language_model.layers." in n]
-    assert frozen and language
-    assert all(torch.equal(before[n], after[n]) for n in frozen)
-    assert any(not torch.equal(before[n], after[n]) for n in language)
+# SFT (the loss sees the audio and falls, frozen parts stay): tests/test_family_sft.py
 
 
 def run_evaluate(args: list[str], monkeypatch, capsys) -> dict:
@@ -337,19 +300,3 @@ def test_tiny_recipe_evaluates_an_adapter_merged_or_not_with_the_same_answers(mo
         rows = [json.loads(line) for line in (tmp_path / f"merge-{merge}" / "raw_outputs.jsonl").open()]
         outputs[merge] = [row["raw_output"] for row in rows]
     assert len(outputs["true"]) == 3 and outputs["true"] == outputs["false"]
-
-
-# ---------------------------------------------------------------- 6. the released architecture
-
-
-def test_released_config_builds_4_7_billion_parameters_on_the_meta_device():
-    config = voxtral_config()
-    assert config.text_config.num_hidden_layers == VOXTRAL_MINI_3B_2507["text_config"]["num_hidden_layers"] == 30
-    with torch.device("meta"):
-        model = model_class_for("voxtral")(config)
-    assert type(model).__name__ == "VoxtralForConditionalGeneration"
-    total = sum(p.numel() for p in model.parameters())
-    assert abs(total - VOXTRAL_MINI_3B_2507_PARAMETERS) / VOXTRAL_MINI_3B_2507_PARAMETERS < 0.01, total
-    encoder = sum(p.numel() for n, p in model.named_parameters() if ".audio_tower." in n)
-    assert abs(encoder - 640e6) / 640e6 < 0.01, encoder  # Whisper-large-v3's encoder: 0.64 B in the paper's table
-    assert not any(p.device.type != "meta" for p in model.parameters())

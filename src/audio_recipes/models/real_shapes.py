@@ -188,8 +188,100 @@ QWEN3_0_6B = RealShape(
     tokenizer_size=151669,
 )
 
+
+# mistralai/Voxtral-Mini-3B-2507 (VoxtralForConditionalGeneration). Its config.json, every number as it is published
+# there; sources: [default] transformers' VoxtralConfig / VoxtralEncoderConfig defaults, documented as this checkpoint
+# ("ensure default is 3B", huggingface/transformers#39429); [convert] transformers'
+# models/voxtral/convert_voxtral_weights_to_hf.py, which writes the Hub config from Mistral's params.json (audio token
+# 24, GELU projector, vocabulary and head untied: `output.weight` -> lm_head); [ports] third-party HF-style configs
+# quoting its text_config (3072, 30 layers, 32 heads, 8 KV heads, head 128, MLP 8192, vocabulary 131072, rope 1e8,
+# untied).
+VOXTRAL_MINI_3B_2507_CONFIG: dict[str, Any] = {
+    "model_type": "voxtral",
+    "audio_token_id": 24,  # [convert]: [AUDIO], rank 24 of tekken's 1000 control tokens
+    "projector_hidden_act": "gelu",  # [convert]
+    "text_config": {  # Ministral-3B-style Llama decoder: [default], [ports]
+        "model_type": "llama", "vocab_size": 131072, "hidden_size": 3072, "intermediate_size": 8192,
+        "num_hidden_layers": 30, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+        "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 100000000.0, "hidden_act": "silu",
+        "tie_word_embeddings": False,  # [convert], [ports]
+    },
+    "audio_config": {  # Whisper-large-v3's encoder: [default]
+        "model_type": "voxtral_encoder", "hidden_size": 1280,
+        "intermediate_size": 5120,  # also the projector's input: 4 encoder frames stacked (50 Hz -> 12.5 Hz)
+        "num_hidden_layers": 32, "num_attention_heads": 20, "num_mel_bins": 128,
+        "max_source_positions": 1500,  # 3000 mel frames = 30 s after the stride-2 convolution
+        "vocab_size": 51866,
+    },
+}
+VOXTRAL_PAPER = "https://arxiv.org/abs/2507.13264"
+VOXTRAL_MINI_3B_2507 = RealShape(
+    hub_id="mistralai/Voxtral-Mini-3B-2507",
+    source=f"{HUB}/mistralai/Voxtral-Mini-3B-2507/blob/main/config.json",
+    config=VOXTRAL_MINI_3B_2507_CONFIG,
+    # The Voxtral paper (arXiv 2507.13264), Table 1: Voxtral Mini has 4.7 B parameters: audio encoder 0.64 B, adapter
+    # 25 M, text embeddings 0.4 B, decoder 3.6 B (its layers and the untied head); the Hub's "3B" counts the decoder
+    published=(
+        PublishedCount(4.7e9, "the whole model (Voxtral paper, Table 1)", VOXTRAL_PAPER),
+        PublishedCount(0.64e9, "the audio encoder (Voxtral paper, Table 1)", VOXTRAL_PAPER,
+                       prefixes=("model.audio_tower.",)),
+        PublishedCount(25e6, "the adapter (Voxtral paper, Table 1)", VOXTRAL_PAPER,
+                       prefixes=("model.multi_modal_projector.",)),
+        PublishedCount(0.4e9, "the text embeddings (Voxtral paper, Table 1)", VOXTRAL_PAPER,
+                       prefixes=("model.language_model.embed_tokens.",)),
+        PublishedCount(3.6e9, "the decoder: layers, final norm and head (Voxtral paper, Table 1)", VOXTRAL_PAPER,
+                       prefixes=("model.language_model.layers.", "model.language_model.norm.", "lm_head.")),
+    ),
+)
+
+
+# nvidia/audio-flamingo-3-hf (AudioFlamingo3ForConditionalGeneration). Sources: [convert] transformers'
+# models/audioflamingo3/convert_audioflamingo3_to_hf.py, the Qwen2Config it writes for the Hub checkpoint (hidden 3584,
+# MLP 18944, 28 layers, 28 heads, 4 KV heads, vocabulary 151672, rope 1e6); [config] the Hub config.json as copied
+# into hf-internal-testing/tiny-processor-audioflamingo3 ("created from nvidia/audio-flamingo-3-hf", real widths);
+# [encoder] AudioFlamingo3EncoderConfig's defaults, documented as this checkpoint's (Whisper-large-v3's encoder).
+AUDIO_FLAMINGO3_CONFIG: dict[str, Any] = {
+    "model_type": "audioflamingo3",
+    "audio_token_id": 151669,  # [config]: <sound>
+    "projector_hidden_act": "gelu", "projector_bias": True,  # [config]
+    "text_config": {
+        "model_type": "qwen2",
+        "hidden_size": 3584, "intermediate_size": 18944,  # [convert], [config]: Qwen2.5-7B's
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,  # [convert]
+        "vocab_size": 151672,  # [convert], [config]: Qwen2.5's 151665 tokens and AF3's 7
+        "rope_theta": 1000000.0,  # [convert]
+        "bos_token_id": 151670,  # [config] ([BOS]; the converter's code says 151643)
+        "eos_token_id": 151645,  # [convert], [config]: <|im_end|>
+        "tie_word_embeddings": False,  # Qwen2.5-7B's; the published language model size counts a separate head
+    },
+    "audio_config": {
+        "model_type": "audioflamingo3_encoder", "hidden_size": 1280, "intermediate_size": 5120,
+        "num_hidden_layers": 32, "num_attention_heads": 20,  # [encoder]
+        "num_mel_bins": 128, "max_source_positions": 1500,  # [encoder], [config]
+    },
+}
+AF3_CHAT_FILES = f"{HUB}/nvidia/audio-flamingo-3-chat/tree/main"
+AUDIO_FLAMINGO3 = RealShape(
+    hub_id="nvidia/audio-flamingo-3-hf",
+    source=f"{HUB}/nvidia/audio-flamingo-3-hf/blob/main/config.json",
+    config=AUDIO_FLAMINGO3_CONFIG,
+    # bf16 file sizes (2 bytes a parameter) in the file listing of nvidia/audio-flamingo-3-chat, the same architecture
+    # in its original layout (llm/, sound_tower/, sound_mm_projector/): the repository 16.6 GB, llm/ 15.2 GB,
+    # sound_mm_projector/model.safetensors 34.9 MB; and Qwen2.5-7B's card for the language model
+    published=(
+        PublishedCount(16.6e9 / 2, "the whole model (16.6 GB of bf16 weights; 8.3 B)", AF3_CHAT_FILES),
+        PublishedCount(15.2e9 / 2, "the language model (llm/: 15.2 GB of bf16 weights)", AF3_CHAT_FILES,
+                       prefixes=("model.language_model.", "lm_head.")),
+        PublishedCount(7.61e9, "the language model: Qwen2.5-7B's shape (7.61 B on its model card; AF3's vocabulary "
+                       "is 392 rows shorter)", f"{HUB}/Qwen/Qwen2.5-7B", prefixes=("model.language_model.", "lm_head.")),
+        PublishedCount(34.9e6 / 2, "the projector (sound_mm_projector/: 34.9 MB of bf16 weights)", AF3_CHAT_FILES,
+                       prefixes=("model.multi_modal_projector.",)),
+    ),
+)
+
 REAL_SHAPES: dict[str, RealShape] = {shape.hub_id: shape for shape in (
-    QWEN2_AUDIO_7B_INSTRUCT, QWEN2_5_OMNI_7B, QWEN3_OMNI_30B_A3B_INSTRUCT, QWEN3_0_6B)}
+    QWEN2_AUDIO_7B_INSTRUCT, QWEN2_5_OMNI_7B, QWEN3_OMNI_30B_A3B_INSTRUCT, QWEN3_0_6B, VOXTRAL_MINI_3B_2507,
+    AUDIO_FLAMINGO3)}
 
 
 def real_shape(hub_id: str) -> RealShape | None:

@@ -1,7 +1,7 @@
 """Voxtral (Mistral): what its family spec needs beyond names. Its processor's tokenizer is mistral_common's
 (`MistralCommonBackend`), which encodes a chat request itself and renders no chat as text: the processor refuses
 text holding the audio token. So prompts and answers are encoded here, through mistral_common, with the clips the
-collator has already read; `VOXTRAL_MINI_3B_2507` is the released model's configuration.
+collator has already read. The released model's configuration is in audio_recipes.models.real_shapes.
 """
 
 from __future__ import annotations
@@ -13,52 +13,6 @@ from typing import Any
 import numpy as np
 import soundfile
 import torch
-
-# mistralai/Voxtral-Mini-3B-2507's config.json. Each number is transformers' VoxtralConfig / VoxtralEncoderConfig
-# default, documented there as this checkpoint ("ensure default is 3B", huggingface/transformers#39429), and the
-# shipped config.json as public ports quote it (e.g. its text_config / audio_config blocks verbatim).
-VOXTRAL_MINI_3B_2507 = {
-    "model_type": "voxtral",
-    "audio_token_id": 24,  # [AUDIO] (convert_voxtral_weights_to_hf.py; rank 24 of the tekken special tokens)
-    "projector_hidden_act": "gelu",  # convert_voxtral_weights_to_hf.py
-    "text_config": {  # Ministral-3B-style Llama decoder
-        "model_type": "llama",
-        "vocab_size": 131072,  # tekken: 1000 special tokens + 130072 BPE ranks
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 100000000.0,
-        "hidden_act": "silu",
-        "tie_word_embeddings": False,  # lm_head is its own tensor (the conversion maps `output.weight` to it)
-    },
-    "audio_config": {  # Whisper-large-v3's encoder
-        "model_type": "voxtral_encoder",
-        "hidden_size": 1280,
-        "intermediate_size": 5120,  # also the projector's input: 4 encoder frames stacked (50 Hz -> 12.5 Hz)
-        "num_hidden_layers": 32,
-        "num_attention_heads": 20,
-        "num_mel_bins": 128,
-        "max_source_positions": 1500,  # 3000 mel frames = 30 s after the stride-2 convolution
-        "vocab_size": 51866,
-    },
-}
-# The Voxtral paper (arXiv 2507.13264, Table 1): Voxtral Mini has 4.7 B parameters (audio encoder 0.64 B, adapter
-# 25 M, text embeddings 0.4 B, decoder 3.6 B), the Hub's "3B" name counting its decoder
-VOXTRAL_MINI_3B_2507_PARAMETERS = 4.7e9
-
-
-def voxtral_config(config: dict[str, Any] | None = None):
-    """A `VoxtralConfig` (default: the released Mini 3B's)."""
-    from transformers import VoxtralConfig
-
-    config = dict(config or VOXTRAL_MINI_3B_2507)
-    config.pop("model_type", None)
-    return VoxtralConfig(**config)
 
 
 def _mistral_tokenizer(processor: Any):

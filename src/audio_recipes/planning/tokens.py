@@ -9,6 +9,7 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from audio_recipes.collators import chat_messages
@@ -18,8 +19,10 @@ from audio_recipes.models.families import ModelFamily
 logger = logging.getLogger(__name__)
 
 # Encoder positions per placeholder token: Whisper-style encoders (Qwen2-Audio, Qwen2.5-Omni) pool 2 positions into
-# one token after their stride-2 convolution; Qwen3-Omni's AuT downsamples in its convolution stem, one per token
-ENCODER_POSITIONS_PER_TOKEN = {"qwen2_audio": 2, "qwen2_5_omni": 2, "qwen3_omni_moe": 1}
+# one token after their stride-2 convolution (AF3's windows too); Qwen3-Omni's AuT downsamples in its convolution
+# stem, one per token; Voxtral's projector stacks 4 encoder frames into one token (1500 positions -> 375 per 30 s)
+ENCODER_POSITIONS_PER_TOKEN = {"qwen2_audio": 2, "qwen2_5_omni": 2, "qwen3_omni_moe": 1, "audioflamingo3": 2,
+                               "voxtral": 4}
 ROWS_COUNTED = 5000  # enough for the mean and a long tail; counting is fast, rendering the template less so
 
 
@@ -90,6 +93,59 @@ def text_counter(processor: Any, real_vocabulary: bool, extra_tokens: str | None
                        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), special, extra_tokens)
 
 
+def released_tekken_processor(processor: Any) -> Any | None:
+    """Voxtral's processor with Tekken's real BPE in place of the tiny twin's: mistral_common's own tekken_240911.json
+    (the 130072-rank Tekken of Mistral's 2024 models, 1000 control ids; Voxtral's tekken.json is taken to hold the
+    same ranks) with Voxtral's control tokens and audio entry (as the tiny tekken.json writes them, at their real
+    ids). None where mistral_common or its file is absent."""
+    import json
+    import tempfile
+    from importlib import resources
+    from types import SimpleNamespace
+
+    from audio_recipes.testing import tiny_voxtral
+
+    try:
+        from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+        real = json.loads(resources.files("mistral_common").joinpath("data/tekken_240911.json").read_text("utf-8"))
+    except (ImportError, OSError, ValueError) as error:
+        logger.warning("Tekken's real BPE is not available (%s): counting with the tiny tokenizer", error)
+        return None
+    tekken = {"config": {**real["config"], "version": tiny_voxtral.TEKKEN_VERSION}, "vocab": real["vocab"],
+              "special_tokens": tiny_voxtral.special_tokens(), "audio": tiny_voxtral.AUDIO}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tekken.json"
+        path.write_text(json.dumps(tekken), encoding="utf-8")
+        mistral = MistralTokenizer.from_file(str(path))
+    # what models.voxtral reads of a processor: tokenizer.tokenizer (mistral_common's) and the feature extractor
+    return SimpleNamespace(tokenizer=SimpleNamespace(tokenizer=mistral), feature_extractor=processor.feature_extractor)
+
+
+def encoded_counts(rows: list[dict[str, Any]], processor: Any, family: ModelFamily, real_vocabulary: bool,
+                   with_completion: bool) -> tuple[str, list[int], list[int]]:
+    """(vocabulary, text tokens, labelled tokens) per row for a family whose chat encoder tokenises (Voxtral):
+    each prompt encoded with a 1 s clip where it has audio, whose placeholders are taken off again."""
+    import numpy as np
+
+    name = "the model's own tokenizer"
+    if real_vocabulary:
+        released = released_tekken_processor(processor)
+        if released is not None:
+            processor, name = released, "Tekken's BPE (mistral_common's tekken_240911.json)"
+    rate = processor.feature_extractor.sampling_rate
+    clip = np.zeros(rate, dtype=np.float32)
+    placeholders = family.placeholder_count(processor, len(clip))
+    text, labels = [], []
+    for row in rows:
+        ids, _ = family.chat_encoder.encode_prompts(processor, [chat_messages(row)],
+                                                    [clip if row.get("audio") else None], features=False)
+        label = len(family.chat_encoder.encode_completion(processor, row["completion"])) if with_completion else 0
+        labels.append(label)
+        text.append(len(ids[0]) - (placeholders if row.get("audio") else 0) + label)
+    return name, text, labels
+
+
 def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family: ModelFamily,
                  task_args: TaskArguments, real_vocabulary: bool, audio_seconds: float | None,
                  with_completion: bool = True, extra_tokens: str | None = None) -> TokenStats:
@@ -97,21 +153,18 @@ def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family
     recipe's own data), else `audio_seconds` (default: max_audio_seconds, the longest clip kept)."""
     import soundfile
 
-    counter = text_counter(processor, real_vocabulary, extra_tokens)
+    counter = text_counter(processor, real_vocabulary, extra_tokens) if family.chat_encoder is None else None
     template_kwargs = {} if task_args.enable_thinking is None else {"enable_thinking": task_args.enable_thinking}
     placeholder = getattr(processor, "audio_token", None)  # the one a rendered prompt holds per clip
     max_seconds = task_args.max_audio_seconds
     assumed = min(audio_seconds or max_seconds, max_seconds)
     use_files = source.startswith("the recipe's data")
     text, labels, seconds, has_clip = [], [], [], []
+    counted_with = counter.name if counter else None
+    if counter is None:
+        counted_with, text, labels = encoded_counts(rows, processor, family, real_vocabulary, with_completion)
     for row in rows:
-        prompt = processor.apply_chat_template(chat_messages(row), tokenize=False, add_generation_prompt=True,
-                                               **template_kwargs)
-        completion = row["completion"] + family.end_of_turn if with_completion else ""
-        label = counter(completion) if with_completion else 0
-        count = counter(prompt) + label
         if row.get("audio"):
-            count -= prompt.count(placeholder) if placeholder else 0  # the placeholder is expanded below
             duration = assumed
             if use_files and audio_seconds is None:
                 try:
@@ -120,12 +173,21 @@ def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family
                     pass
             seconds.append(duration)
         has_clip.append(bool(row.get("audio")))
+        if counter is None:
+            continue
+        prompt = processor.apply_chat_template(chat_messages(row), tokenize=False, add_generation_prompt=True,
+                                               **template_kwargs)
+        completion = row["completion"] + family.end_of_turn if with_completion else ""
+        label = counter(completion) if with_completion else 0
+        count = counter(prompt) + label
+        if row.get("audio"):
+            count -= prompt.count(placeholder) if placeholder else 0  # the placeholder is expanded below
         text.append(count)
         labels.append(label)
     if not rows:
         return TokenStats(source=source, counted_with="none", rows=0, text_mean=0, text_max=0, sequence_max=0,
                           label_mean=0, label_max=0, clips_per_row=0)
-    stats = TokenStats(source=source, counted_with=counter.name, rows=len(rows), text_mean=statistics.fmean(text),
+    stats = TokenStats(source=source, counted_with=counted_with, rows=len(rows), text_mean=statistics.fmean(text),
                        text_max=max(text), sequence_max=max(text), label_mean=statistics.fmean(labels),
                        label_max=max(labels), clips_per_row=len(seconds) / len(rows))
     if seconds and family.audio_placeholders is not None:

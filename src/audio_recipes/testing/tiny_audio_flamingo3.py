@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from audio_recipes.models.real_shapes import AUDIO_FLAMINGO3_CONFIG
+
 SEED = 0
 VOCAB_MULTIPLE = 64
 
@@ -81,53 +83,21 @@ AF3_CHAT_TEMPLATE = (
 # The converter's generation_config.json
 GENERATION_SETTINGS = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.7, "top_k": 20, "top_p": 0.8}
 
-TEXT_CONFIG = {  # the released widths: RELEASED_TEXT_CONFIG below
+TEXT_CONFIG = {  # the released widths: RELEASED_TEXT_CONFIG
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
     "tie_word_embeddings": False, "use_sliding_window": False, "sliding_window": None,
 }
-AUDIO_CONFIG = {  # the released widths: RELEASED_AUDIO_CONFIG below
+AUDIO_CONFIG = {  # the released widths: real_shapes.AUDIO_FLAMINGO3
     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "num_mel_bins": 128,
     "max_source_positions": 1500,  # 3000 mel frames (30 s) after the stride-2 convolution, as the real one
 }
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The released nvidia/audio-flamingo-3-hf, every number with its source:
-#   [convert]  transformers src/transformers/models/audioflamingo3/convert_audioflamingo3_to_hf.py, the Qwen2Config
-#              the converter writes for the Hub checkpoint;
-#   [config]   the Hub config.json as copied into hf-internal-testing/tiny-processor-audioflamingo3/config.json
-#              ("created from nvidia/audio-flamingo-3-hf", real widths) and hf-tiny-v2/tiny-random-AudioFlamingo3Model;
-#   [encoder]  AudioFlamingo3EncoderConfig's defaults (documented as nvidia/audio-flamingo-3-hf's), equal to [config].
-RELEASED_TEXT_CONFIG = {
-    "hidden_size": 3584,  # [convert], [config]; Qwen2.5-7B's
-    "intermediate_size": 18944,  # [convert], [config]
-    "num_hidden_layers": 28,  # [convert]
-    "num_attention_heads": 28,  # [convert]
-    "num_key_value_heads": 4,  # [convert]
-    "vocab_size": 151672,  # [convert], [config]: Qwen2.5's 151665 tokens and AF3's 7
-    "rope_theta": 1000000.0,  # [convert]
-    "bos_token_id": 151670,  # [config] ([BOS]; the converter's code says 151643)
-    "eos_token_id": 151645,  # [convert], [config]: <|im_end|>
-    "tie_word_embeddings": False,  # Qwen2.5-7B's; the released shard sizes count a separate lm_head (see the test)
-}
-RELEASED_AUDIO_CONFIG = {
-    "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,  # [encoder]
-    "num_mel_bins": 128, "max_source_positions": 1500,  # [encoder], [config]
-}
-RELEASED_AUDIO_TOKEN_ID = 151669  # [config] audio_token_id: <sound>
-RELEASED_PROJECTOR = {"projector_hidden_act": "gelu", "projector_bias": True}  # [config]
-
-
-def released_audio_flamingo3_config():
-    """The configuration of nvidia/audio-flamingo-3-hf (for building it on the meta device: no weights)."""
-    from transformers import AudioFlamingo3Config
-
-    return AudioFlamingo3Config(
-        text_config={"model_type": "qwen2", **RELEASED_TEXT_CONFIG},
-        audio_config={"model_type": "audioflamingo3_encoder", **RELEASED_AUDIO_CONFIG},
-        audio_token_id=RELEASED_AUDIO_TOKEN_ID, **RELEASED_PROJECTOR,
-    )
+# The released nvidia/audio-flamingo-3-hf: audio_recipes.models.real_shapes.AUDIO_FLAMINGO3 (every number with its
+# source); the tiny model keeps its token ids and its non-width settings
+RELEASED_TEXT_CONFIG = AUDIO_FLAMINGO3_CONFIG["text_config"]
+RELEASED_AUDIO_TOKEN_ID = AUDIO_FLAMINGO3_CONFIG["audio_token_id"]
 
 
 # ----------------------------------------------------------------------------------------------------------
