@@ -127,6 +127,40 @@ class TaskArguments:
             "task's 'text' input mode: transcript, no audio), mixed with the audio rows."
         },
     )
+    speech_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Training only: keep the audio (input_mode) of this fraction of the training sentences, chosen "
+            "by seed and stratified by scenario (their ids in output_dir/speech_ids.json); the others become their "
+            "gold transcript (input_mode 'text'), or are left out (speech_fraction_rest). 0: text only; 1: all audio; "
+            "unset: every row in input_mode."
+        },
+    )
+    speech_fraction_rest: str = field(
+        default="text",
+        metadata={"help": "With speech_fraction: what the sentences without speech become: 'text' (their gold "
+                  "transcript) or 'drop' (left out: speech-only training on the chosen sentences)."},
+    )
+    sources: list[dict] | None = field(
+        default=None,
+        metadata={
+            "help": "Training only: a mixture of training data, one mapping per source: task options over the "
+            "recipe's (task, train_file, train_split, locale, input_mode, audio_dir, speech_fraction, ...) and at "
+            "most one of num_examples (how many of its examples) or fraction (which share of them), chosen by seed "
+            "and stratified by scenario. The sources are shuffled together by the trainer's sampler. Unset: the "
+            "recipe's own training data."
+        },
+    )
+    curriculum: list[dict] | None = field(
+        default=None,
+        metadata={
+            "help": "Training stages that scripts/sft.py runs in order, each a mapping of recipe options over the "
+            "recipe's (sources, speech_fraction, num_train_epochs, learning_rate, ...). Stage k trains in "
+            "output_dir/stage_k from stage k-1's weights (the same LoRA adapter, or the saved model) with a fresh "
+            "optimiser and schedule; finished stages are skipped on a rerun; the last stage's model is copied to "
+            "output_dir."
+        },
+    )
     silent_clip_for_text_batches: bool | None = field(
         default=None,
         metadata={

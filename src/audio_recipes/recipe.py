@@ -19,7 +19,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from audio_recipes.audio import ON_TOO_LONG_CHOICES
-from audio_recipes.config import evaluation_argument_types
+from audio_recipes.config import TaskArguments, evaluation_argument_types
 from audio_recipes.decoding import DECODING_MODES
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import keep_token_out_of_files
@@ -27,7 +27,7 @@ from audio_recipes.models.adapters import LORA_TARGET_PRESETS
 from audio_recipes.models.speech_vocabulary import SPEECH_EMBEDDING_INITS
 from audio_recipes.rewards import REWARDS
 from audio_recipes.tasks import TASKS
-from audio_recipes.tasks.base import SPLITS
+from audio_recipes.tasks.base import SPEECH_FRACTION_RESTS, SPLITS
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -247,7 +247,7 @@ FRACTION, NUCLEUS = Bound(0, 1), Bound(0, 1, low_open=True)
 # field allows it, means unset and is not checked
 BOUNDS: dict[str, Bound] = {
     # TaskArguments, ModelArguments, EvalArguments
-    "max_audio_seconds": POSITIVE, "text_only_fraction": FRACTION, "max_train_samples": AT_LEAST_ONE,
+    "max_audio_seconds": POSITIVE, "text_only_fraction": FRACTION, "speech_fraction": FRACTION, "max_train_samples": AT_LEAST_ONE,
     "max_eval_samples": AT_LEAST_ONE, "num_speech_tokens": NON_NEGATIVE, "speech_embedding_noise": NON_NEGATIVE,
     "max_new_tokens": AT_LEAST_ONE, "num_beams": AT_LEAST_ONE, "temperature": POSITIVE, "top_p": NUCLEUS,
     # RestArguments (trainers/rest.py), InspectArguments (scripts/inspect_data.py)
@@ -272,6 +272,7 @@ def _allowed_values(values: dict[str, Any]) -> dict[str, tuple[list, str]]:
         "lora_target_preset": (list(LORA_TARGET_PRESETS), ""),
         "speech_embedding_init": (list(SPEECH_EMBEDDING_INITS), ""),
         "reward_funcs": (REWARDS.names(), " (the registered reward functions)"),
+        "speech_fraction_rest": (list(SPEECH_FRACTION_RESTS), ""),
         "split": (list(SPLITS), ""), "heldout_split": (list(SPLITS), ""), "inspect_split": (list(SPLITS), ""),
     }
     task = TASKS.get(values["task"]) if values.get("task") in TASKS else None
@@ -316,6 +317,17 @@ def _check_values(values: dict[str, Any], where_of) -> None:
             raise RecipeError(f"text_only_fraction {fraction} {where_of('text_only_fraction')} adds text-only rows to "
                               f"audio ones: it needs a task with a 'text' input mode (task {values['task']} has "
                               f"{', '.join(modes)}) and an audio input_mode (input_mode is {values['input_mode']!r})")
+    speech = values.get("speech_fraction")
+    if speech is not None and values.get("task") in TASKS:
+        modes = TASKS.get(values["task"]).input_modes
+        if "text" not in modes or values.get("input_mode") == "text":
+            raise RecipeError(f"speech_fraction {speech} {where_of('speech_fraction')} keeps the audio of some sentences "
+                              f"and gives the others as text: it needs a task with a 'text' input mode (task "
+                              f"{values['task']} has {', '.join(modes)}) and an audio input_mode (input_mode is "
+                              f"{values.get('input_mode')!r})")
+        if fraction:
+            raise RecipeError(f"speech_fraction and text_only_fraction {where_of('speech_fraction')}: both decide "
+                              "which rows are text; set one")
 
 
 # transformers 5 renamed these; TRL's configs still give the old names a default (gradient_checkpointing: true), which
@@ -325,14 +337,19 @@ DEPRECATED_ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
 
 
 def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = None, *,
-                 description: str | None = None, return_recipe_path: bool = False) -> tuple:
+                 description: str | None = None, return_recipe_path: bool = False,
+                 overrides: dict[str, Any] | None = None, overrides_name: str = "overrides") -> tuple:
     """Parse `RECIPE.yaml [--key value ...]` (or TRL's `--config RECIPE.yaml ...`) into instances of
     `dataclass_types`; with `return_recipe_path`, the recipe's path follows them.
 
     Everything a recipe can get wrong fails here, before any model loads, with a RecipeError naming the option:
     unknown keys, values of the wrong type (a recipe's values go through the command line's checks), values out
-    of range or not among the allowed ones (the registered tasks, the task's input modes, ...). `--help` prints the
-    options, with the recipe's values as their defaults when a recipe is given, and exits.
+    of range or not among the allowed ones (the registered tasks, the task's input modes, ...), in the recipe, in
+    each of its `sources` and in each stage of its `curriculum`. `--help` prints the options, with the recipe's
+    values as their defaults when a recipe is given, and exits.
+
+    `overrides` (recipe options, `overrides_name` in messages) go over the recipe's values, the command line over
+    both: a curriculum stage is parsed so.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = RecipeParser(dataclass_types, description)
@@ -372,11 +389,15 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     for key in recipe:
         if key not in fields:
             raise RecipeError(_unknown_key_message(key, sorted(fields), in_recipe))
+    if overrides is not None:
+        in_recipe = f"in {overrides_name} of recipe {recipe_path}"
+        recipe = {**apply_overrides(recipe, overrides, fields, in_recipe), "curriculum": None}
     parser.set_defaults(**_conform_recipe(recipe, parser, hints, in_recipe))
     namespace = parser.parse_args(argv)
     values = {name: getattr(namespace, name) for name in fields}
     given = {parser.option_action(option[2:]).dest for option in _command_line_options(argv)}
     _check_values(values, lambda key: "on the command line" if key in given else in_recipe)
+    _check_sources(values, "on the command line" if "sources" in given else in_recipe)
     for old, new in DEPRECATED_ALIASES:
         if old in values and new in values and values[new] is None and old not in given and old not in recipe:
             values[new] = values[old]  # the default of TRL's old name, under the new one: the same, without a warning
@@ -389,7 +410,94 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         except (ValueError, TypeError) as error:  # the dataclass's own checks (TrainingArguments: bf16 without GPU)
             raise RecipeError(f"{' '.join(str(error).split())} (recipe {recipe_path})") from error
     keep_token_out_of_files(*instances)
+    for index, stage in enumerate(values.get("curriculum") or [], start=1):  # every stage checked before any trains
+        _check_stage(stage, index, values, recipe_path)
+        parse_recipe(dataclass_types, argv, overrides=stage, overrides_name=f"curriculum stage {index}")
     return (*instances, recipe_path) if return_recipe_path else tuple(instances)
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any], known: typing.Iterable[str],
+                    where: str = "in the overrides") -> dict[str, Any]:
+    """A new recipe dict: `overrides`' values over `recipe`'s. Every key of `overrides` must be among `known` (the
+    option names of the script's dataclasses); the values are checked when the result is parsed."""
+    if not isinstance(overrides, dict):
+        raise RecipeError(f"overrides {where} must be a mapping of option: value, got {_show(overrides)}")
+    known = sorted(known)
+    for key in overrides:
+        if key not in known:
+            raise RecipeError(_unknown_key_message(key, known, where))
+    return {**recipe, **overrides}
+
+
+# A curriculum sets these itself for each stage (its folder, the previous stage's weights)
+STAGE_SET_KEYS = ("curriculum", "output_dir", "model_name_or_path", "resume_from_checkpoint")
+
+
+def _check_stage(stage: Any, index: int, values: dict[str, Any], recipe_path: str) -> None:
+    where = f"in curriculum stage {index} of recipe {recipe_path}"
+    if not isinstance(stage, dict):
+        raise RecipeError(f"{where}: expected a mapping of recipe options over the recipe's, got {_show(stage)}")
+    for key in STAGE_SET_KEYS:
+        if key in stage:
+            raise RecipeError(f"{key} {where}: a curriculum sets it for each stage (stage k trains in "
+                              "output_dir/stage_k from stage k-1's weights); set it on the recipe instead")
+    resume = values.get("resume_from_checkpoint")
+    if resume is not None and str(resume).lower() not in ("true", "false", ""):
+        raise RecipeError(f"resume_from_checkpoint {resume!r} with a curriculum: give true (each stage resumes "
+                          "from the newest checkpoint in its own folder) or false")
+
+
+# A source's keys besides the task options: how many of its examples are kept
+SOURCE_COUNT_KEYS = ("num_examples", "fraction")
+# The recipe's own: evaluation reads the recipe's data, and a source is no mixture or curriculum
+RECIPE_ONLY_TASK_KEYS = ("eval_file", "test_file", "eval_split", "test_split", "max_eval_samples",
+                         "test_dataset_name", "sources", "curriculum")
+
+
+def _check_sources(values: dict[str, Any], where: str) -> None:
+    """Each training source: a mapping of task options (over the recipe's) that parse as the recipe's do, and at
+    most one of num_examples / fraction. Errors name the source's index and key."""
+    sources = values.get("sources")
+    if sources is None:
+        return
+    if not sources:
+        raise RecipeError(f"sources {where} is empty: name at least one source, or leave it unset")
+    hints = typing.get_type_hints(TaskArguments)
+    allowed = sorted([key for key in hints if key not in RECIPE_ONLY_TASK_KEYS] + list(SOURCE_COUNT_KEYS))
+    for index, source in enumerate(sources):
+        at = f"{where}, sources[{index}]"
+        if not isinstance(source, dict):
+            raise RecipeError(f"{at}: expected a mapping of task options (task, train_file, input_mode, ...), got "
+                              f"{_show(source)}")
+        merged = {**values, "sources": None}
+        if source.get("task", values.get("task")) != values.get("task"):
+            merged["input_mode"] = None  # another task's own default mode unless the source names one
+        for key, value in source.items():
+            if key in RECIPE_ONLY_TASK_KEYS:
+                raise RecipeError(f"{key} {at}: it is the recipe's own (evaluation reads the recipe's data), not a "
+                                  "source's")
+            if key not in allowed:
+                raise RecipeError(_unknown_key_message(key, allowed, at))
+            if key in SOURCE_COUNT_KEYS:
+                continue
+            try:
+                merged[key] = _conform(value, hints[key])
+            except _Mismatch:
+                raise RecipeError(f"invalid value for {key} {at}: expected {_describe(hints[key])}, got "
+                                  f"{_show(value)}") from None
+        _check_values(merged, lambda key, at=at: at)
+        counts = [key for key in SOURCE_COUNT_KEYS if source.get(key) is not None]
+        if len(counts) > 1:
+            raise RecipeError(f"{at}: num_examples and fraction both set: give one")
+        number, fraction = source.get("num_examples"), source.get("fraction")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+            raise RecipeError(f"invalid value for num_examples {at}: expected an integer >= 1, got {_show(number)}")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, int | float)
+                                     or not 0 < fraction <= 1):
+            raise RecipeError(f"invalid value for fraction {at}: expected a number in (0, 1], got {_show(fraction)}")
+        if counts and merged.get("speech_fraction") is not None:
+            raise RecipeError(f"{at}: {counts[0]} with speech_fraction: a source either keeps some of its examples or "
+                              "chooses which sentences keep their audio; give the subset as its own source")
 
 
 def recipe_dict(*instances) -> dict[str, Any]:

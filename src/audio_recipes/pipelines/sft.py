@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, TrainerCallback
+from transformers.trainer_callback import ExportableState
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import SFTConfig, SFTTrainer
 
@@ -25,6 +26,7 @@ from audio_recipes.distributed import (
 )
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import ResolvedModel, check_push_access
+from audio_recipes.io import write_json_atomic
 from audio_recipes.models import (
     TextEmbeddingRowsFreezer,
     extend_speech_vocabulary,
@@ -34,6 +36,7 @@ from audio_recipes.models import (
 )
 from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.mixture import SPEECH_IDS_FILE, TrainingData, training_data
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.tasks import Example, Task
 
@@ -81,12 +84,25 @@ def packing_requested(training_args: SFTConfig) -> bool:
     return getattr(training_args, "packing_requested", False) or training_args.packing or training_args.padding_free
 
 
-def task_datasets(task: Task, with_eval: bool) -> tuple[Dataset, Dataset | None]:
-    train = Dataset.from_list([example.to_row() for example in task.examples("train")])
+def task_datasets(task: Task, with_eval: bool, seed: int) -> tuple[Dataset, Dataset | None, TrainingData]:
+    """The training rows (the recipe's sources, speech_fraction, ...: pipelines.mixture) and the evaluation rows."""
+    data = training_data(task, seed)
+    train = Dataset.from_list([example.to_row() for example in data.examples])
     evaluation = None
     if with_eval and task.args.eval_file is not None or (with_eval and task.args.dataset_name):
         evaluation = Dataset.from_list([example.to_row() for example in task.examples("eval")])
-    return train, evaluation
+    return train, evaluation, data
+
+
+class TrainingDataRecord(TrainerCallback, ExportableState):
+    """What the run trains on (examples with speech and as text, per source), kept in trainer_state.json under
+    `stateful_callbacks` (the Trainer's place for what a callback adds to its state), in every checkpoint too."""
+
+    def __init__(self, training_data: dict):
+        self.training_data = training_data
+
+    def state(self) -> dict:
+        return {"args": {"training_data": self.training_data}, "attributes": {}}
 
 
 class AudioSFTTrainer(SFTTrainer):
@@ -212,6 +228,7 @@ class SftRun:
     task: Task
     resolved: ResolvedModel
     totals: WholeRunTotals
+    data: TrainingData | None = None  # None where the caller gave the examples
 
 
 def build_trainer(
@@ -223,10 +240,12 @@ def build_trainer(
     state = joined_process_state()
     with state.main_process_first():  # a tiny recipe's data is built on first use: by one process, not each
         task = recipe_task(task_args)
+        data = None
         if train_examples is not None:
             train_dataset, eval_dataset = Dataset.from_list([example.to_row() for example in train_examples]), None
         else:
-            train_dataset, eval_dataset = task_datasets(task, with_eval=training_args.eval_strategy != "no")
+            train_dataset, eval_dataset, data = task_datasets(task, training_args.eval_strategy != "no",
+                                                              training_args.seed)
 
     model, processor, resolved = load_model_and_processor(
         model_args, trust_remote_code=training_args.trust_remote_code, for_training=True
@@ -261,10 +280,12 @@ def build_trainer(
     )
     totals = WholeRunTotals(trainer)
     trainer.add_callback(totals)
+    if data is not None:
+        trainer.add_callback(TrainingDataRecord(data.summary))
     restored = keep_trainable_parameters_in_full_precision(trainer.model, training_args)
     if restored:
         logger.info("%d trainable parameters kept in float32 (bf16 is off)", restored)
-    return SftRun(trainer, collator, task, resolved, totals)
+    return SftRun(trainer, collator, task, resolved, totals, data)
 
 
 def keep_trainable_parameters_in_full_precision(model: torch.nn.Module, training_args: SFTConfig) -> int:
@@ -294,7 +315,12 @@ def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args:
     eval_dataset = trainer.eval_dataset
     checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    if run.data is not None and run.data.speech_ids and trainer.is_world_process_zero():
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(training_args.output_dir) / SPEECH_IDS_FILE,
+                          {"seed": training_args.seed, "sources": run.data.speech_ids})
     metrics = {"num_processes": trainer.accelerator.num_processes, **collator_counts(trainer, collator),
+               **(run.data.flat_counts() if run.data is not None else {}),
                **partition_metrics(trainer), **run.totals.whole_run(result.training_loss, trainer.state.global_step)}
     if metrics["audio_clips_cropped"]:
         logger.warning("%d clips were longer than %s s and cropped", metrics["audio_clips_cropped"],

@@ -16,6 +16,7 @@ from audio_recipes.errors import DataError
 from audio_recipes.registry import Registry
 
 SPLITS = ("train", "eval", "test")
+SPEECH_FRACTION_RESTS = ("text", "drop")  # what speech_fraction makes of the sentences it keeps no audio of
 
 
 @dataclass
@@ -94,6 +95,14 @@ class Task(ABC):
                              f"value in [0, 1] (input_mode is {self.args.input_mode!r})")
         text_args = dataclasses.replace(self.args, input_mode="text", text_only_fraction=0.0)
         return type(self)(text_args).load_examples("train")[:count]
+
+    def sentence_id(self, example: Example) -> str:
+        """The sentence an example says, shared by its recordings and its text row (speech_fraction picks sentences)."""
+        return example.id
+
+    def stratum(self, example: Example) -> str | None:
+        """The class a subset of the training examples keeps the proportions of (SLU: the scenario); None: none."""
+        return None
 
     @abstractmethod
     def load_examples(self, split: str) -> list[Example]:

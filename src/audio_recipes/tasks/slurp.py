@@ -93,6 +93,12 @@ class SlurpTask(Task):
         check_audio_files(examples, path, self.args)
         return examples
 
+    def sentence_id(self, example: Example) -> str:
+        return str(json.loads(example.reference)["slurp_id"])
+
+    def stratum(self, example: Example) -> str:
+        return json.loads(example.reference)["scenario"]
+
     def parse(self, text: str) -> dict[str, Any]:
         return parse_slu_output(text)
 

@@ -134,6 +134,9 @@ class SpeechMassiveTask(Task):
         check_audio_files(examples, source, self.args)
         return examples
 
+    def stratum(self, example: Example) -> str:
+        return json.loads(example.reference)["scenario"]
+
     def parse(self, text: str) -> dict[str, Any]:
         return parse_slu_output(text)
 

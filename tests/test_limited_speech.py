@@ -1,0 +1,266 @@
+"""SLU with limited speech: speech_fraction, mixtures of sources and curricula, on the tiny data and models."""
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskArguments
+from audio_recipes.errors import DataError, RecipeError
+from audio_recipes.pipelines import curriculum as curriculum_module
+from audio_recipes.pipelines.curriculum import run_curriculum
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.mixture import stratified_choice, training_data
+from audio_recipes.pipelines.sft import build_trainer, run_sft
+from audio_recipes.recipe import apply_overrides, parse_recipe
+from audio_recipes.testing.tiny_models import ensure_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
+TINY = ROOT / "recipes" / "tiny"
+
+
+def parsed(recipe: str | Path, *argv: str):
+    return parse_recipe(TYPES, [str(recipe), *argv])
+
+
+def task_args_of(recipe: str, **changes) -> TaskArguments:
+    return dataclasses.replace(parsed(TINY / recipe)[1], **changes)
+
+
+def write_recipe(tmp_path: Path, base: str, extra: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text((TINY / base).read_text() + "\n" + extra)
+    return path
+
+
+def test_stratified_choice_gives_each_class_its_largest_remainder_share():
+    strata = {f"a{i}": "A" for i in range(6)} | {f"b{i}": "B" for i in range(3)} | {"c0": "C"}
+    # 5 of 10: quotas A 3, B 1.5, C 0.5; B and C tie on the remainder, the larger class (B) takes the last one
+    chosen = stratified_choice(strata, 5, seed=42)
+    assert Counter(strata[key] for key in chosen) == {"A": 3, "B": 2}
+    assert chosen == stratified_choice(dict(reversed(strata.items())), 5, seed=42)  # not the order given
+    assert stratified_choice(strata, 0, seed=42) == set() and stratified_choice(strata, 10, seed=1) == set(strata)
+    assert {frozenset(stratified_choice(strata, 5, seed)) for seed in range(5)} != {frozenset(chosen)}
+
+
+def test_speech_fraction_keeps_the_audio_of_a_stratified_deterministic_five_percent():
+    task = recipe_task(task_args_of("slurp_speech_fraction.yaml"))
+    data = training_data(task, seed=42)
+    # 200 sentences, 50 per scenario: 10 chosen, 2.5 per scenario; the ties go to the first names
+    [record] = data.speech_ids
+    assert record["speech_sentences_by_scenario"] == {"alarm": 3, "iot": 3, "play": 2, "weather": 2}
+    speech = [example for example in data.examples if example.audio is not None]
+    text = [example for example in data.examples if example.audio is None]
+    assert len(speech) == 10 and len(text) == 190 and len(data.examples) == 200
+    assert sorted(task.sentence_id(example) for example in speech) == record["speech_ids"]
+    assert not {task.sentence_id(example) for example in text} & set(record["speech_ids"])
+    assert Counter(task.stratum(example) for example in speech) == {"alarm": 3, "iot": 3, "play": 2, "weather": 2}
+    assert data.summary["speech_examples"] == 10 and data.summary["text_examples"] == 190
+    again = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml")), seed=42)
+    assert again.speech_ids == data.speech_ids and [e.id for e in again.examples] == [e.id for e in data.examples]
+    other = training_data(task, seed=7).speech_ids[0]
+    assert other["speech_ids"] != record["speech_ids"]
+    assert other["speech_sentences_by_scenario"] == record["speech_sentences_by_scenario"]
+    only = training_data(recipe_task(task_args_of("slurp_speech_only.yaml")), seed=42)
+    assert [example.id for example in only.examples] == [example.id for example in speech]  # the same 5 %
+
+
+def test_speech_fraction_zero_is_text_only_and_one_is_all_audio():
+    rows = lambda examples: [example.to_row() for example in examples]  # noqa: E731
+    text = recipe_task(task_args_of("slurp_speech_fraction.yaml", input_mode="text", speech_fraction=None))
+    audio = recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=None))
+    zero = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.0)), seed=42)
+    one = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=1.0)), seed=42)
+    assert rows(zero.examples) == rows(text.examples("train"))
+    assert rows(one.examples) == rows(audio.examples("train"))
+    assert zero.speech_ids[0]["speech_ids"] == [] and len(one.speech_ids[0]["speech_ids"]) == 200
+
+
+def test_speech_fraction_on_speech_massive_is_stratified_by_scenario():
+    task = recipe_task(task_args_of("speech_massive.yaml", speech_fraction=0.25))
+    data = training_data(task, seed=42)
+    # 16 fr-FR rows: alarm 4, then audio, calendar, iot, play, weather 2 each, datetime and general 1; 4 chosen:
+    # alarm its 1, the three other 0.5 remainders to the first names of equal size
+    assert data.speech_ids[0]["speech_sentences_by_scenario"] == {"alarm": 1, "audio": 1, "calendar": 1, "iot": 1}
+    assert data.summary["speech_examples"] == 4 and data.summary["text_examples"] == 12
+
+
+def test_a_mixture_counts_each_source_and_the_sampler_interleaves_them(tmp_path):
+    ensure_tiny_model("qwen2-audio")
+    model_args, task_args, training_args, _ = parsed(TINY / "slurp_cross_lingual.yaml",
+                                                      "--output_dir", str(tmp_path / "out"))
+    run = build_trainer(model_args, task_args, training_args)
+    counts = [(s["task"], s["input_mode"], s["examples"], s["speech_examples"]) for s in run.data.sources]
+    assert counts == [("slurp", "audio", 200, 200), ("speech_massive", "text", 16, 0),
+                      ("speech_massive", "audio", 4, 4)]
+    # The 4 French clips: stratified over the 16 rows as in the speech_fraction test above
+    french_clips = [row for row in run.trainer.train_dataset if row["audio"] and "speech_massive" in row["audio"]]
+    assert Counter(json.loads(row["reference"])["scenario"] for row in french_clips) == {
+        "alarm": 1, "audio": 1, "calendar": 1, "iot": 1}
+    order = list(iter(run.trainer._get_train_sampler(run.trainer.train_dataset)))
+    assert sorted(order) == list(range(220))
+    french = [position for position, index in enumerate(order) if index >= 200]
+    assert min(french) < 100 and max(french) > 120 and max(french) - min(french) > 2 * len(french)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("  - trian_file: x.jsonl\n", r"unknown option 'trian_file' in recipe \S+, sources\[0\]; did you mean 'train_file'"),
+    ("  - input_mode: video\n", r"invalid value for input_mode in recipe \S+, sources\[0\]: expected one of 'audio'"),
+    ("  - num_examples: 3\n    fraction: 0.5\n", r"sources\[0\]: num_examples and fraction both set"),
+    ("  - fraction: 1.5\n", r"invalid value for fraction in recipe \S+, sources\[0\]: expected a number in \(0, 1\]"),
+    ("  - eval_file: x.jsonl\n", r"eval_file in recipe \S+, sources\[0\]: it is the recipe's own"),
+    ("  - task: slurp\n    input_mode: text\n    speech_fraction: 0.1\n", r"speech_fraction 0.1 in recipe \S+, "
+     r"sources\[0\] keeps the audio .*and an audio input_mode \(input_mode is 'text'\)"),
+    ("  - 3\n", r"invalid value for sources in recipe \S+: expected a list \(a mapping each\) or null, got \[3\]"),
+])
+def test_bad_sources_fail_at_parse_time_naming_the_source_and_key(tmp_path, source, message):
+    with pytest.raises(RecipeError, match=message):
+        parsed(write_recipe(tmp_path, "slurp.yaml", "sources:\n" + source))
+
+
+def test_a_source_asking_for_more_examples_than_it_has_names_its_index(tmp_path):
+    recipe = write_recipe(tmp_path, "slurp.yaml", "sources:\n  - input_mode: text\n  - num_examples: 500\n")
+    task_args = parsed(recipe)[1]
+    with pytest.raises(DataError, match=r"sources\[1\] \(task slurp\): num_examples 500 of task slurp's 200 training"):
+        training_data(recipe_task(task_args), seed=42)
+
+
+def test_apply_overrides_refuses_unknown_keys():
+    assert apply_overrides({"a": 1, "b": 2}, {"b": 3}, ["a", "b"]) == {"a": 1, "b": 3}
+    with pytest.raises(RecipeError, match=r"unknown option 'lerning_rate' in stage 2; did you mean 'learning_rate'"):
+        apply_overrides({}, {"lerning_rate": 1}, ["learning_rate"], "in stage 2")
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("  - {}\n  - lerning_rate: 1.0\n", r"unknown option 'lerning_rate' in curriculum stage 2 of recipe"),
+    ("  - output_dir: x\n", r"output_dir in curriculum stage 1 of recipe \S+: a curriculum sets it"),
+    ("  - speech_fraction: 2\n", r"invalid value for speech_fraction in curriculum stage 1 of recipe \S+: expected a "
+     r"number in \[0, 1\]"),
+    ("  - sources:\n      - trian_file: x\n", r"unknown option 'trian_file' in curriculum stage 1 of recipe \S+, "
+     r"sources\[0\]"),
+])
+def test_every_curriculum_stage_is_checked_before_training(tmp_path, stages, message):
+    with pytest.raises(RecipeError, match=message):
+        parsed(write_recipe(tmp_path, "slurp.yaml", "curriculum:\n" + stages))
+
+
+def test_run_sft_writes_speech_ids_and_the_counts_in_trainer_state(tmp_path):
+    ensure_tiny_model("qwen2-audio")
+    output = tmp_path / "run"
+    args = parsed(TINY / "slurp_speech_fraction.yaml", "--output_dir", str(output), "--max_steps", "1")[:3]
+    metrics = run_sft(*args, recipe_path=str(TINY / "slurp_speech_fraction.yaml"))
+    assert metrics["train_speech_examples"] == 10 and metrics["train_text_examples"] == 190
+    saved = json.loads((output / "train_metrics.json").read_text())
+    assert saved["train_speech_examples"] == 10 and saved["train_examples"] == 200
+    record = json.loads((output / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingDataRecord"]
+    summary = record["args"]["training_data"]
+    assert (summary["examples"], summary["speech_examples"], summary["text_examples"]) == (200, 10, 190)
+    assert summary["sources"][0]["data"] == "data/tiny/slurp/train.jsonl"
+    ids = json.loads((output / "speech_ids.json").read_text())
+    assert ids["seed"] == 42 and ids["sources"][0]["speech_sentences_by_scenario"]["alarm"] == 3
+    assert len(ids["sources"][0]["speech_ids"]) == 10
+
+
+def stage_argv(tmp_path: Path, recipe: Path) -> list[str]:
+    return [str(recipe), "--output_dir", str(tmp_path / "out"), "--max_steps", "2"]
+
+
+def run_stages(argv: list[str]):
+    model_args, task_args, training_args, _, recipe_path = parse_recipe(TYPES, argv, return_recipe_path=True)
+    return run_curriculum(TYPES, argv, task_args, training_args, recipe_path)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_curriculum_stage_two_starts_from_stage_one_and_the_last_is_in_output_dir(tmp_path, lora):
+    ensure_tiny_model("qwen2-audio")
+    recipe = tmp_path / "recipe.yaml"
+    text = (TINY / "slurp_curriculum.yaml").read_text().replace(
+        "    speech_fraction_rest: drop\n", "    speech_fraction_rest: drop\n    learning_rate: 0.0\n")
+    if lora:
+        text += "use_peft: true\nlora_r: 4\nlora_alpha: 8\nlora_target_preset: attention\n"
+    recipe.write_text(text)
+    result = run_stages(stage_argv(tmp_path, recipe))
+    out = tmp_path / "out"
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    first, second = load_file(out / "stage_1" / weights), load_file(out / "stage_2" / weights)
+    final = load_file(out / weights)
+    assert first.keys() == second.keys() == final.keys()
+    assert all(torch.equal(first[key], second[key]) and torch.equal(second[key], final[key]) for key in first)
+    if lora:  # the adapter trained in stage 1 (LoRA's B starts at zero) and stage 2 continued it
+        assert any("lora_B" in key and first[key].abs().sum() > 0 for key in first)
+    else:  # stage 1 moved the tiny model's weights
+        base = load_file(ROOT / "tiny-models" / "qwen2-audio" / "model.safetensors")
+        shared = [key for key in first if key in base]
+        assert len(shared) == len(first) and any(not torch.equal(first[key], base[key]) for key in shared)
+    record = json.loads((out / "curriculum.json").read_text())
+    assert [stage["metrics"]["train_text_examples"] for stage in record["stages"]] == [200, 0]
+    assert [stage["metrics"]["train_speech_examples"] for stage in record["stages"]] == [0, 10]
+    assert result["curriculum_stages"] == 2 and result["train_speech_examples"] == 10
+
+
+def test_an_interrupted_curriculum_skips_its_finished_stage(tmp_path, monkeypatch):
+    ensure_tiny_model("qwen2-audio")
+    argv = stage_argv(tmp_path, TINY / "slurp_curriculum.yaml")
+    trained = []
+    real_run_sft = curriculum_module.run_sft
+
+    def interrupted_in_stage_two(model_args, task_args, training_args, recipe_path):
+        trained.append(Path(training_args.output_dir).name)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # killed during stage 2
+        return real_run_sft(model_args, task_args, training_args, recipe_path)
+
+    monkeypatch.setattr(curriculum_module, "run_sft", interrupted_in_stage_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(argv)
+    stage_1 = tmp_path / "out" / "stage_1"
+    assert (stage_1 / "stage_done.json").is_file() and not (tmp_path / "out" / "stage_2" / "stage_done.json").exists()
+    written = {path: path.stat().st_mtime_ns for path in stage_1.iterdir()}
+    trained_again = []
+
+    def counted(model_args, task_args, training_args, recipe_path):
+        trained_again.append(Path(training_args.output_dir).name)
+        return real_run_sft(model_args, task_args, training_args, recipe_path)
+
+    monkeypatch.setattr(curriculum_module, "run_sft", counted)
+    result = run_stages(argv)
+    assert trained == ["stage_1", "stage_2"] and trained_again == ["stage_2"]
+    assert {path: path.stat().st_mtime_ns for path in stage_1.iterdir()} == written
+    assert result["curriculum_stages"] == 2 and (tmp_path / "out" / "model.safetensors").is_file()
+    # Another first stage in the same folder is refused, not silently reused
+    changed = tmp_path / "changed.yaml"
+    changed.write_text((TINY / "slurp_curriculum.yaml").read_text().replace(
+        "  - speech_fraction: 0\n", "  - speech_fraction: 0\n    learning_rate: 1.0e-3\n"))
+    with pytest.raises(RecipeError, match="stage_1 holds a stage finished with other options"):
+        run_stages([str(changed), *argv[1:]])
+
+
+def train_and_evaluate(scheme: str, output_dir: Path, seed: int) -> dict:
+    """scripts/sft.py then scripts/evaluate.py on the held-out test clips, as docs/slu.md's commands run them."""
+    import subprocess
+    import sys
+
+    recipe = str(TINY / f"slurp_{scheme}.yaml")
+    for script, extra in (("sft.py", []), ("evaluate.py", ["--model_name_or_path", str(output_dir), "--output_dir",
+                                                            str(output_dir / "eval_test"), "--split", "test"])):
+        subprocess.run([sys.executable, str(ROOT / "scripts" / script), recipe, "--seed", str(seed),
+                        *(["--output_dir", str(output_dir)] if script == "sft.py" else extra)],
+                       cwd=ROOT, check=True, capture_output=True, timeout=3600)
+    return json.loads((output_dir / "eval_test" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_text_then_speech_and_direct_mixing_beat_speech_only_on_the_same_five_percent(tmp_path):
+    """The learning check of docs/slu.md (seed 42): trained on the same 10 spoken sentences, the schemes that also
+    see the other 190 as text answer the held-out test clips better than speech-only training."""
+    ensure_tiny_model("qwen2-audio")
+    figures = {scheme: train_and_evaluate(scheme, tmp_path / scheme, seed=42)
+               for scheme in ("speech_only", "speech_fraction", "curriculum")}
+    speech_only = figures["speech_only"]["intent_accuracy"]
+    assert figures["speech_fraction"]["intent_accuracy"] > speech_only, figures
+    assert figures["curriculum"]["intent_accuracy"] > speech_only, figures
