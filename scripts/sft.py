@@ -11,11 +11,12 @@ from audio_recipes.recipe import parse_recipe
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    # EvalArguments are parsed too, so that one recipe serves sft.py and evaluate.py
-    model_args, task_args, training_args, _, recipe_path = parse_recipe(
+    # EvalArguments are parsed too, so that one recipe serves sft.py and evaluate.py (and the generation log decodes as
+    # evaluation does)
+    model_args, task_args, training_args, eval_args, recipe_path = parse_recipe(
         (ModelArguments, TaskArguments, SFTConfig, EvalArguments), description=__doc__, return_recipe_path=True
     )
-    print_result(run_sft(model_args, task_args, training_args, recipe_path=recipe_path))
+    print_result(run_sft(model_args, task_args, training_args, recipe_path=recipe_path, eval_args=eval_args))
 
 
 if __name__ == "__main__":

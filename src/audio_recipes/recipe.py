@@ -250,6 +250,7 @@ BOUNDS: dict[str, Bound] = {
     "max_audio_seconds": POSITIVE, "text_only_fraction": FRACTION, "max_train_samples": AT_LEAST_ONE,
     "max_eval_samples": AT_LEAST_ONE, "num_speech_tokens": NON_NEGATIVE, "speech_embedding_noise": NON_NEGATIVE,
     "max_new_tokens": AT_LEAST_ONE, "num_beams": AT_LEAST_ONE, "temperature": POSITIVE, "top_p": NUCLEUS,
+    "generation_log_steps": NON_NEGATIVE, "generation_log_samples": AT_LEAST_ONE,
     # RestArguments (trainers/rest.py), InspectArguments (scripts/inspect_data.py)
     "rest_iterations": AT_LEAST_ONE, "samples_per_question": AT_LEAST_ONE, "iteration_learning_rates": NON_NEGATIVE,
     "keep_top_k": AT_LEAST_ONE, "sample_temperature": POSITIVE, "sample_top_p": NUCLEUS, "num_samples": AT_LEAST_ONE,
