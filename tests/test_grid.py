@@ -69,6 +69,13 @@ def test_cells_are_every_combination_of_the_axes_with_their_overrides(tmp_path):
         "--output_dir", str(tmp_path / "grid" / CELLS[0] / "eval" / "test")]
 
 
+def test_every_shipped_grid_and_its_cells_parse(tmp_path):
+    grids = sorted((ROOT / "recipes").rglob("grids/*.yaml"))
+    assert EXAMPLE in grids
+    for path in grids:
+        grid_module.check_cells(load_grid(path, tmp_path / path.stem))
+
+
 def test_finished_cells_are_skipped_and_tabled_and_plotted(tmp_path, monkeypatch):
     figures = {CELLS[0]: (0.1, 0.25), CELLS[1]: (0.2, 0.5), CELLS[2]: (0.3, 0.125), CELLS[3]: (0.4, 1.0)}
     fake_results(tmp_path / "grid", figures)
