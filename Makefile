@@ -11,11 +11,12 @@ MODEL ?=
 TINY ?=
 RECIPE ?= recipes/$(if $(TINY),tiny/,)$(TASK).yaml
 ARGS ?=
+GRID ?=
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps tiny-models demo test test-slow sft eval inspect push bench mmlu-redux style clean \
-	gpu-wheels gpu-check \
-	check-recipe check-model check-push check-models
+	gpu-wheels gpu-check grid \
+	check-recipe check-model check-push check-models check-grid
 
 install: $(VENV)/.installed
 
@@ -55,6 +56,8 @@ check-model:
 check-push:
 	@test -n "$(MODEL)" -a -n "$(HUB_ID)" || { echo "usage: make push MODEL=outputs/qwen2-audio-slurp HUB_ID=user/name"; exit 2; }
 	@test -d "$(MODEL)" || { echo "make: no model folder $(MODEL)"; exit 2; }
+check-grid:
+	@test -f "$(GRID)" || { echo "usage: make grid GRID=recipes/tiny/grids/slurp_text_only.yaml [ARGS=\"--output_dir D\"]"; exit 2; }
 check-models:
 	@test -n "$(MODELS)" || { echo 'usage: make mmlu-redux MODELS="base-model trained-model ..."'; exit 2; }
 
@@ -73,6 +76,10 @@ push: check-push install
 # make mmlu-redux MODELS="Qwen/Qwen3-0.6B outputs/qwen3-speech-tokens" [ARGS="--dtype bfloat16"]: text ability before/after
 mmlu-redux: check-models install
 	$(PY) scripts/eval_mmlu_redux.py $(foreach model,$(MODELS),--model $(model)) $(ARGS)
+
+# make grid GRID=recipes/tiny/grids/slurp_text_only.yaml: every cell trained and evaluated, a table and a plot
+grid: check-grid install
+	$(PY) scripts/grid.py $(GRID) $(ARGS)
 
 inspect: check-recipe install
 	$(PY) scripts/inspect_data.py $(RECIPE) --num_samples 3 $(ARGS)

@@ -57,6 +57,8 @@ def test_every_shipped_recipe_parses():
     recipes = sorted((ROOT / "recipes").rglob("*.yaml"))
     assert len(recipes) >= 10
     for recipe in recipes:
+        if recipe.parent.name == "grids":  # grid files, run by scripts/grid.py: tests/test_grid.py checks them
+            continue
         # Each recipe parses with the dataclasses of the script that runs it
         if "grpo" in recipe.stem:
             types = (ModelArguments, TaskArguments, RewardArguments, GRPOConfig)

@@ -47,6 +47,8 @@ SHORT = ["--max_steps", "4", "--logging_steps", "1", "--max_train_samples", "8"]
 # Each row again as a text-only row: with one row per rank, some steps give one rank no audio at all
 MIXED = [*SHORT, "--text_only_fraction", "1.0"]
 ON_DEEPSPEED_CPU = subprocess_env(DS_ACCELERATOR="cpu")
+# Generations at steps 2 and 4 on 2 eval items: launched runs log them, and still train as the one process that does not
+GENERATION_LOG = ["--generation_log_steps", "2", "--generation_log_samples", "2", "--max_new_tokens", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,13 @@ def logged_losses(output_dir: Path) -> list[float]:
     return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
 
 
+def assert_generations_written_once(output_dir: Path) -> None:
+    """Each logged step's rows once (the main process writes them), in order."""
+    rows = [json.loads(line) for line in (output_dir / "generations.jsonl").read_text().splitlines()]
+    first_eval = [example.id for example in examples_of(RECIPE, 2, split="eval")[1]]
+    assert [(row["step"], row["id"]) for row in rows] == [(step, id_) for step in (2, 4) for id_ in first_eval]
+
+
 def train_metrics(output_dir: Path) -> dict:
     return json.loads((output_dir / "train_metrics.json").read_text())
 
@@ -93,7 +102,7 @@ def assert_same_weights(output_dir: Path, reference_dir: Path, atol: float = 1e-
 def test_two_ddp_processes_log_the_losses_of_one_process_at_the_same_global_batch(tiny_model, tmp_path):
     one_process(tmp_path / "one", *SHORT, "--per_device_train_batch_size", "4")
     launched = run_command([*accelerate_launch("cpu_ddp.yaml"),
-                            *sft(tmp_path / "ddp", *SHORT, "--per_device_train_batch_size", "2")])
+                            *sft(tmp_path / "ddp", *SHORT, *GENERATION_LOG, "--per_device_train_batch_size", "2")])
     # One result line, from the main process (each of the 2 printed it before)
     assert [line["num_processes"] for line in json_object_lines(launched.stdout)] == [2]
 
@@ -101,6 +110,7 @@ def test_two_ddp_processes_log_the_losses_of_one_process_at_the_same_global_batc
     assert train_metrics(tmp_path / "ddp")["num_processes"] == 2
     assert_same_losses(logged_losses(tmp_path / "ddp"), logged_losses(tmp_path / "one"))
     assert_same_weights(tmp_path / "ddp", tmp_path / "one")
+    assert_generations_written_once(tmp_path / "ddp")
 
 
 # ---------------------------------------------------------------- DeepSpeed ZeRO-3
@@ -118,7 +128,7 @@ def zero3(tiny_model, tmp_path_factory) -> dict:
     one_process(folder / "one", *trained, "--silent_clip_for_text_batches", "true",
                 "--per_device_train_batch_size", "2")
     launched = run_command([*accelerate_launch("zero3.yaml", "--num_processes", "2"),
-                            *sft(folder / "zero3", *trained, "--per_device_train_batch_size", "1")],
+                            *sft(folder / "zero3", *trained, *GENERATION_LOG, "--per_device_train_batch_size", "1")],
                            env=ON_DEEPSPEED_CPU, timeout=600)
     return {"one": folder / "one", "zero3": folder / "zero3", "log": launched.stderr}
 
@@ -163,6 +173,12 @@ def test_text_only_batches_under_zero3_run_the_encoder_on_a_silent_clip_and_chan
     metrics = train_metrics(zero3["zero3"])
     assert metrics["silent_clip_batches"] > 0 and metrics["audio_clips_loaded"] > 0
     assert_same_losses(logged_losses(zero3["zero3"]), logged_losses(zero3["one"]))
+
+
+@pytest.mark.slow
+def test_every_zero3_rank_generates_the_logged_generations_and_the_main_one_writes_them(zero3):
+    # Each rank holds a shard of the weights: generation runs on both in step, or the gathers would hang
+    assert_generations_written_once(zero3["zero3"])
 
 
 @pytest.mark.slow

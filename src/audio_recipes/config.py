@@ -184,7 +184,7 @@ class TaskArguments:
 
 @dataclass
 class EvalArguments:
-    """Options read by evaluate.py."""
+    """Options read by evaluate.py, and by sft.py for the generations it logs during training."""
 
     split: str = field(default="test", metadata={"help": "Which data to evaluate: 'test' or 'eval'."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest generated answer."})
@@ -215,6 +215,18 @@ class EvalArguments:
         default=False,
         metadata={"help": "Fold a LoRA adapter into the base weights before generating (merge_and_unload): faster "
                   "inference, same outputs; lossy on a 4-bit base. No effect on a model without an adapter."},
+    )
+    generation_log_steps: int = field(
+        default=0,
+        metadata={"help": "sft.py: every N optimizer steps, generate (with this block's decoding options) on "
+                  "generation_log_samples fixed examples and write prompt, target and output to the log and to "
+                  "<output_dir>/generations.jsonl, to watch the answer format being learned. 0: off. The training "
+                  "result is unchanged (eval mode, no gradients, random state restored)."},
+    )
+    generation_log_samples: int = field(
+        default=4,
+        metadata={"help": "With generation_log_steps: how many examples, the first of the eval data (eval_file or "
+                  "dataset_name), or of the training rows when the recipe has none."},
     )
 
 

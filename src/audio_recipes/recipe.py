@@ -77,7 +77,7 @@ class RecipeParser(HfArgumentParser):
         return self._option_string_actions.get(f"--{name}")
 
 
-def _unknown_key_message(key: str, valid: list[str], where: str) -> str:
+def unknown_key_message(key: str, valid: list[str], where: str) -> str:
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.7)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown option {key!r} {where}{hint}"
@@ -250,6 +250,7 @@ BOUNDS: dict[str, Bound] = {
     "max_audio_seconds": POSITIVE, "text_only_fraction": FRACTION, "speech_fraction": FRACTION, "max_train_samples": AT_LEAST_ONE,
     "max_eval_samples": AT_LEAST_ONE, "num_speech_tokens": NON_NEGATIVE, "speech_embedding_noise": NON_NEGATIVE,
     "max_new_tokens": AT_LEAST_ONE, "num_beams": AT_LEAST_ONE, "temperature": POSITIVE, "top_p": NUCLEUS,
+    "generation_log_steps": NON_NEGATIVE, "generation_log_samples": AT_LEAST_ONE,
     # RestArguments (trainers/rest.py), InspectArguments (scripts/inspect_data.py)
     "rest_iterations": AT_LEAST_ONE, "samples_per_question": AT_LEAST_ONE, "iteration_learning_rates": NON_NEGATIVE,
     "keep_top_k": AT_LEAST_ONE, "sample_temperature": POSITIVE, "sample_top_p": NUCLEUS, "num_samples": AT_LEAST_ONE,
@@ -360,7 +361,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     if not wants_help:
         for option in _command_line_options(argv):
             if not parser.option_action(option[2:]):
-                raise RecipeError(_unknown_key_message(option[2:], sorted(fields), "on the command line"))
+                raise RecipeError(unknown_key_message(option[2:], sorted(fields), "on the command line"))
     try:  # where the recipe is: a first parse, with the dataclasses' defaults
         located = parser.parse_known_args([arg for arg in argv if arg not in HELP_FLAGS])[0]
     except RecipeError:
@@ -388,7 +389,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     in_recipe = f"in recipe {recipe_path}"
     for key in recipe:
         if key not in fields:
-            raise RecipeError(_unknown_key_message(key, sorted(fields), in_recipe))
+            raise RecipeError(unknown_key_message(key, sorted(fields), in_recipe))
     if overrides is not None:
         in_recipe = f"in {overrides_name} of recipe {recipe_path}"
         recipe = {**apply_overrides(recipe, overrides, fields, in_recipe), "curriculum": None}
@@ -425,7 +426,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any], known: ty
     known = sorted(known)
     for key in overrides:
         if key not in known:
-            raise RecipeError(_unknown_key_message(key, known, where))
+            raise RecipeError(unknown_key_message(key, known, where))
     return {**recipe, **overrides}
 
 
@@ -477,7 +478,7 @@ def _check_sources(values: dict[str, Any], where: str) -> None:
                 raise RecipeError(f"{key} {at}: it is the recipe's own (evaluation reads the recipe's data), not a "
                                   "source's")
             if key not in allowed:
-                raise RecipeError(_unknown_key_message(key, allowed, at))
+                raise RecipeError(unknown_key_message(key, allowed, at))
             if key in SOURCE_COUNT_KEYS:
                 continue
             try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from trl import SFTConfig
 
-from audio_recipes.config import TaskArguments
+from audio_recipes.config import EvalArguments, TaskArguments
 from audio_recipes.distributed import joined_process_state
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import check_push_access, push_folder
@@ -70,8 +70,10 @@ def run_curriculum(dataclass_types: tuple[type, ...], argv: list[str], task_args
         stage_argv = [*argv, "--output_dir", str(folder), "--push_to_hub", "false"]  # the last given wins
         if previous is not None:
             stage_argv += ["--model_name_or_path", str(previous)]
-        stage_model, stage_task, stage_training = parse_recipe(
-            dataclass_types, stage_argv, overrides=overrides, overrides_name=f"curriculum stage {index}")[:3]
+        stage_args = parse_recipe(dataclass_types, stage_argv, overrides=overrides,
+                                  overrides_name=f"curriculum stage {index}")
+        stage_model, stage_task, stage_training = stage_args[:3]
+        stage_eval = next((args for args in stage_args[3:] if isinstance(args, EvalArguments)), None)
         identity = json.loads(json.dumps({"overrides": overrides, "model": stage_model.model_name_or_path}))
         done = finished_stage(folder, identity)
         if done is not None:
@@ -81,7 +83,8 @@ def run_curriculum(dataclass_types: tuple[type, ...], argv: list[str], task_args
         else:
             logger.info("curriculum stage %d of %d: %s from %s, in %s", index, len(task_args.curriculum),
                         json.dumps(overrides), stage_model.model_name_or_path, folder)
-            metrics = numeric_metrics(run_sft(stage_model, stage_task, stage_training, recipe_path))
+            metrics = numeric_metrics(run_sft(stage_model, stage_task, stage_training, recipe_path,
+                                              eval_args=stage_eval))
             if state.is_main_process:
                 write_json_atomic(folder / STAGE_DONE, {"stage": index, "identity": identity, "metrics": metrics})
             state.wait_for_everyone()  # the next stage loads what the main process wrote

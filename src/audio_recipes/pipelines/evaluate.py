@@ -38,7 +38,8 @@ RUN_RECORD = "evaluation_run.json"
 # Options that shape neither a prompt nor an answer: a run that differs only in these can be resumed
 NOT_IN_RUN_IDENTITY = ("train_file", "max_train_samples", "text_only_fraction", "silent_clip_for_text_batches",
                        "build_data_if_missing", "train_split", "max_eval_samples", "resume", "overwrite", "baseline",
-                       "rationale_prompt_template", "speech_fraction", "speech_fraction_rest", "sources", "curriculum")
+                       "rationale_prompt_template", "speech_fraction", "speech_fraction_rest", "sources", "curriculum",
+                       "generation_log_steps", "generation_log_samples")
 
 
 class EvaluationRunError(InputError, RuntimeError):

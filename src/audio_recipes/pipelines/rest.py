@@ -180,7 +180,8 @@ class RestLoop:
         training_args.learning_rate = self.learning_rate(iteration)
         examples = [dataclasses.replace(by_id[sample["question_id"]], id=sample["id"], completion=sample["raw_output"])
                     for sample in kept]
-        run = build_trainer(model_args, self.task_args, training_args, train_examples=examples or None)
+        run = build_trainer(model_args, self.task_args, training_args, train_examples=examples or None,
+                            eval_args=self.eval_args)
         metrics: dict[str, Any] = {"kept_examples": len(examples)}
         if examples:
             metrics["train_loss"] = run.trainer.train().training_loss

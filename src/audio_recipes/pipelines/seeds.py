@@ -65,8 +65,8 @@ def run_seeds(recipe: str, seeds: Sequence[int], overrides: Sequence[str], outpu
             continue
         argv = [recipe, *overrides, "--seed", str(seed), "--output_dir", str(seed_dir)]
         if not evaluate_only and not (seed_dir / "train_metrics.json").is_file():
-            model_args, task_args, training_args, _ = parse_recipe(types, argv)
-            run_sft(model_args, task_args, training_args, recipe_path=recipe)
+            model_args, task_args, training_args, eval_args = parse_recipe(types, argv)
+            run_sft(model_args, task_args, training_args, recipe_path=recipe, eval_args=eval_args)
         model_args, task_args, training_args, eval_args = parse_recipe(types, argv)
         if not evaluate_only:
             model_args.model_name_or_path = str(seed_dir)

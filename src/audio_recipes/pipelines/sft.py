@@ -17,7 +17,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import SFTConfig, SFTTrainer
 
 from audio_recipes.collators import AudioChatCollator, build_collator
-from audio_recipes.config import ModelArguments, TaskArguments
+from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
 from audio_recipes.distributed import (
     joined_process_state,
     parameters_are_sharded,
@@ -36,6 +36,7 @@ from audio_recipes.models import (
 )
 from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.generation_log import GenerationLogCallback
 from audio_recipes.pipelines.mixture import SPEECH_IDS_FILE, TrainingData, training_data
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.tasks import Example, Task
@@ -233,9 +234,10 @@ class SftRun:
 
 def build_trainer(
     model_args: ModelArguments, task_args: TaskArguments, training_args: SFTConfig,
-    train_examples: list[Example] | None = None,
+    train_examples: list[Example] | None = None, eval_args: EvalArguments | None = None,
 ) -> SftRun:
-    """Task data (or the given examples), model (frozen parts, LoRA), collator and TRL's SFTTrainer."""
+    """Task data (or the given examples), model (frozen parts, LoRA), collator and TRL's SFTTrainer; with
+    eval_args asking for it (generation_log_steps), the generations logged during training."""
     training_args = prepare_sft_config(training_args)
     state = joined_process_state()
     with state.main_process_first():  # a tiny recipe's data is built on first use: by one process, not each
@@ -282,10 +284,35 @@ def build_trainer(
     trainer.add_callback(totals)
     if data is not None:
         trainer.add_callback(TrainingDataRecord(data.summary))
+    if eval_args is not None and eval_args.generation_log_steps:
+        trainer.add_callback(generation_log(task, processor, task_args, training_args, eval_args, train_dataset,
+                                            eval_dataset))
     restored = keep_trainable_parameters_in_full_precision(trainer.model, training_args)
     if restored:
         logger.info("%d trainable parameters kept in float32 (bf16 is off)", restored)
     return SftRun(trainer, collator, task, resolved, totals, data)
+
+
+def generation_log(task: Task, processor, task_args: TaskArguments, training_args: SFTConfig,
+                   eval_args: EvalArguments, train_dataset: Dataset, eval_dataset: Dataset | None
+                   ) -> GenerationLogCallback:
+    """The callback generating on the first generation_log_samples examples of the eval data, else of the training
+    rows, every generation_log_steps optimizer steps."""
+    count = eval_args.generation_log_samples
+    if eval_dataset is not None:
+        rows = list(eval_dataset.select(range(min(count, len(eval_dataset)))))
+    elif task_args.eval_file is not None or task_args.dataset_name:
+        rows = [example.to_row() for example in task.examples("eval")[:count]]
+    else:
+        logger.info("generation log: the recipe has no eval data; the first %d training rows are used", count)
+        rows = list(train_dataset.select(range(min(count, len(train_dataset)))))
+    fields = Example.__dataclass_fields__
+    examples = [Example(**{key: row[key] for key in fields}) for row in rows]
+    collator = build_collator(processor, task_args, with_completion=False, padding_side="left")
+    return GenerationLogCallback(examples, collator, eval_args, every_steps=eval_args.generation_log_steps,
+                                 output_dir=training_args.output_dir,
+                                 batch_size=training_args.per_device_eval_batch_size,
+                                 sharded=parameters_are_sharded(training_args), seed=training_args.seed)
 
 
 def keep_trainable_parameters_in_full_precision(model: torch.nn.Module, training_args: SFTConfig) -> int:
@@ -305,11 +332,12 @@ def keep_trainable_parameters_in_full_precision(model: torch.nn.Module, training
     return restored
 
 
-def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args: SFTConfig, recipe_path: str) -> dict:
+def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args: SFTConfig, recipe_path: str,
+            eval_args: EvalArguments | None = None) -> dict:
     push_repo = check_push_access(training_args.hub_model_id) if training_args.push_to_hub else None
     # We push once at the end with our own model card, not at every save
     training_args.push_to_hub = False
-    run = build_trainer(model_args, task_args, training_args)
+    run = build_trainer(model_args, task_args, training_args, eval_args=eval_args)
     trainer, collator, resolved = run.trainer, run.collator, run.resolved
     processor = trainer.processing_class
     eval_dataset = trainer.eval_dataset

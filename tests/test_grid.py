@@ -1,0 +1,166 @@
+"""Experiment grids: cells from the axes, overrides checked before anything trains, the table and plot of finished
+cells, finished cells skipped; the tiny 2 x 2 grid trained and evaluated end to end (slow)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audio_recipes.pipelines import grid as grid_module
+from audio_recipes.pipelines.grid import (
+    CELL_RECIPE,
+    CELL_RESULT,
+    PLOT,
+    TABLE_CSV,
+    TABLE_MD,
+    GridError,
+    load_grid,
+    run_grid,
+)
+from audio_recipes.testing.tiny_models import ensure_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "recipes" / "tiny" / "grids" / "slurp_text_only.yaml"
+CELLS = ["text_only_fraction-0.0__learning_rate-1e-3", "text_only_fraction-0.0__learning_rate-3e-3",
+         "text_only_fraction-0.5__learning_rate-1e-3", "text_only_fraction-0.5__learning_rate-3e-3"]
+
+
+def write_grid(tmp_path, **changes) -> Path:
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["base"] = str(ROOT / spec["base"])
+    spec["output_dir"] = str(tmp_path / "grid")
+    spec.update(changes)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def fake_results(grid_dir: Path, figures: dict[str, tuple[float, float]]) -> None:
+    """What a finished cell leaves: its recipe and result.json (metrics chosen by the test)."""
+    for name, (slu_f1, intent) in figures.items():
+        labels = dict(part.split("-", 1) for part in name.split("__"))
+        (grid_dir / name).mkdir(parents=True)
+        (grid_dir / name / CELL_RESULT).write_text(json.dumps({
+            "cell": name, "axes": labels, "overrides": {},
+            "metrics": {"slu_f1": slu_f1, "intent_accuracy": intent, "scenario_accuracy": 0.5},
+            "train_loss": 1.5}))
+
+
+def test_cells_are_every_combination_of_the_axes_with_their_overrides(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    cells = grid.cells()
+    assert [cell.name for cell in cells] == CELLS
+    assert cells[3].overrides == {"text_only_fraction": 0.5, "learning_rate": 3e-3}
+    assert cells[3].labels == {"text_only_fraction": "0.5", "learning_rate": "3e-3"}
+    recipe = grid_module.cell_recipe(grid, cells[3])
+    assert recipe["learning_rate"] == 3e-3 and recipe["text_only_fraction"] == 0.5 and recipe["max_steps"] == 6
+    assert recipe["output_dir"] == str(tmp_path / "grid" / CELLS[3])
+    assert "resume_from_checkpoint" not in recipe  # the tiny recipe saves no checkpoints
+    assert grid_module.cell_recipe(load_grid(write_grid(tmp_path, overrides={"save_strategy": "steps"})),
+                                   cells[0])["resume_from_checkpoint"] is True
+    assert grid_module.evaluate_arguments(grid, cells[0]) == [
+        "--split", "test", "--max_eval_samples", "8", "--max_new_tokens", "24",
+        "--model_name_or_path", str(tmp_path / "grid" / CELLS[0]),
+        "--output_dir", str(tmp_path / "grid" / CELLS[0] / "eval" / "test")]
+
+
+def test_every_shipped_grid_and_its_cells_parse(tmp_path):
+    grids = sorted((ROOT / "recipes").rglob("grids/*.yaml"))
+    assert EXAMPLE in grids
+    for path in grids:
+        grid_module.check_cells(load_grid(path, tmp_path / path.stem))
+
+
+def test_finished_cells_are_skipped_and_tabled_and_plotted(tmp_path, monkeypatch):
+    figures = {CELLS[0]: (0.1, 0.25), CELLS[1]: (0.2, 0.5), CELLS[2]: (0.3, 0.125), CELLS[3]: (0.4, 1.0)}
+    fake_results(tmp_path / "grid", figures)
+
+    def no_run(*args, **kwargs):
+        raise AssertionError(f"a finished cell was run again: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_run)
+    rows = run_grid(write_grid(tmp_path))
+    assert [(row["cell"], row["slu_f1"], row["intent_accuracy"]) for row in rows] == [
+        (name, *figure) for name, figure in figures.items()]
+    with (tmp_path / "grid" / TABLE_CSV).open() as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == ["cell", "text_only_fraction", "learning_rate", "slu_f1", "intent_accuracy",
+                              "train_loss"]
+    assert [(row["text_only_fraction"], row["learning_rate"], float(row["slu_f1"])) for row in table] == [
+        ("0.0", "1e-3", 0.1), ("0.0", "3e-3", 0.2), ("0.5", "1e-3", 0.3), ("0.5", "3e-3", 0.4)]
+    markdown = (tmp_path / "grid" / TABLE_MD).read_text().splitlines()
+    assert markdown[2] == "| cell | text_only_fraction | learning_rate | slu_f1 | intent_accuracy | train_loss |"
+    assert markdown[4] == f"| {CELLS[0]} | 0.0 | 1e-3 | 0.1000 | 0.2500 | 1.5000 |"
+    assert len(markdown) == 8
+    assert (tmp_path / "grid" / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_partial_grid_tables_its_finished_cells_and_a_missing_metric_is_named(tmp_path):
+    fake_results(tmp_path / "grid", {CELLS[1]: (0.2, 0.5)})
+    grid = load_grid(write_grid(tmp_path))
+    assert [row["cell"] for row in grid_module.write_report(grid)] == [CELLS[1]]
+    assert "1 of 4 cells" in (tmp_path / "grid" / TABLE_MD).read_text()
+    with pytest.raises(GridError, match=f"cell {CELLS[1]}: no metric slu_f2 .* it has intent_accuracy"):
+        grid_module.write_report(load_grid(write_grid(tmp_path, metrics=["slu_f2"])))
+
+
+def test_an_unknown_override_key_names_the_cell_and_the_key(tmp_path):
+    axes = {"text_only_fraction": [0.0, 0.5],
+            "scheme": [{"label": "direct", "overrides": {}},
+                       {"label": "warm", "overrides": {"learning_rat": 1e-3}}]}
+    with pytest.raises(GridError, match=r"unknown option 'learning_rat' in grid .*axis 'scheme', value 'warm' "
+                       r"\(cells text_only_fraction-0.0__scheme-warm, text_only_fraction-0.5__scheme-warm\); "
+                       r"did you mean 'learning_rate'"):
+        run_grid(write_grid(tmp_path, axes=axes, lines="scheme"))
+    assert not (tmp_path / "grid").exists() or not any((tmp_path / "grid").iterdir())
+
+
+def test_bad_values_and_changed_cells_are_refused_before_anything_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    with pytest.raises(GridError, match="cell text_only_fraction-2.0__learning_rate-1e-3: invalid value for "
+                       "text_only_fraction"):
+        run_grid(write_grid(tmp_path, axes={"text_only_fraction": [2.0], "learning_rate": [
+            {"label": "1e-3", "overrides": {"learning_rate": 1e-3}}]}))
+    with pytest.raises(GridError, match="'max_new_token' in the evaluate block"):
+        run_grid(write_grid(tmp_path, evaluate={"max_new_token": 3}))
+    with pytest.raises(GridError, match="x 'seed' is not an axis"):
+        load_grid(write_grid(tmp_path, x="seed"))
+    # A cell folder from an earlier version of the grid: refused, never mixed in
+    (tmp_path / "grid" / CELLS[0]).mkdir(parents=True)
+    (tmp_path / "grid" / CELLS[0] / CELL_RECIPE).write_text("learning_rate: 0.5\n")
+    with pytest.raises(GridError, match=f"cell {CELLS[0]}: .* holds another recipe"):
+        run_grid(write_grid(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_tiny_grid_trains_evaluates_tables_and_skips_on_rerun(tmp_path):
+    ensure_tiny_model("qwen2-audio")
+    output = tmp_path / "grid"
+    command = [sys.executable, str(ROOT / "scripts" / "grid.py"), str(EXAMPLE), "--output_dir", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True)
+    with (output / TABLE_CSV).open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["cell"] for row in table] == CELLS
+    for row in table:
+        assert 0.0 <= float(row["slu_f1"]) <= 1.0 and 0.0 <= float(row["intent_accuracy"]) <= 1.0
+        metrics = json.loads((output / row["cell"] / "eval" / "test" / "metrics.json").read_text())
+        assert float(row["slu_f1"]) == metrics["slu_f1"]
+        assert (output / row["cell"] / "model.safetensors").is_file()
+        recipe = yaml.safe_load((output / row["cell"] / CELL_RECIPE).read_text())
+        assert recipe["text_only_fraction"] == float(row["text_only_fraction"])
+        assert recipe["max_steps"] == 6
+    # Different overrides train differently
+    assert len({float(row["train_loss"]) for row in table}) == 4
+    assert (output / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    produced = {path: path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()
+                and path.parent != output}
+    rerun = subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.stderr.count("finished, skipped") == 4
+    assert {path: path.stat().st_mtime_ns for path in produced} == produced  # nothing trained or evaluated again
