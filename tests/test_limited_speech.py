@@ -14,7 +14,7 @@ from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines import curriculum as curriculum_module
 from audio_recipes.pipelines.curriculum import run_curriculum
 from audio_recipes.pipelines.data import recipe_task
-from audio_recipes.pipelines.mixture import stratified_choice, training_data
+from audio_recipes.pipelines.mixture import refuse_sft_data_options, stratified_choice, training_data
 from audio_recipes.pipelines.sft import build_trainer, run_sft
 from audio_recipes.recipe import apply_overrides, parse_recipe
 from audio_recipes.testing.tiny_models import ensure_tiny_model
@@ -264,3 +264,22 @@ def test_text_then_speech_and_direct_mixing_beat_speech_only_on_the_same_five_pe
     speech_only = figures["speech_only"]["intent_accuracy"]
     assert figures["speech_fraction"]["intent_accuracy"] > speech_only, figures
     assert figures["curriculum"]["intent_accuracy"] > speech_only, figures
+
+
+@pytest.mark.parametrize("script, recipe, options, named", [
+    ("grpo.py", "mmar_grpo.yaml", ["--speech_fraction", "0.5"], "speech_fraction: only scripts/sft.py reads this; GRPO"),
+    ("rest.py", "mmar_rest.yaml", ["--speech_fraction", "0"], "speech_fraction: only scripts/sft.py reads this; ReST"),
+])
+def test_grpo_and_rest_refuse_the_sft_data_options_before_loading_a_model(script, recipe, options, named):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), str(TINY / recipe), *options],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_refusal_names_every_sft_data_option_given():
+    args = task_args_of("slurp.yaml", speech_fraction=0.1, curriculum=[{"speech_fraction": 0}])
+    with pytest.raises(RecipeError, match=r"^speech_fraction, curriculum: only scripts/sft.py reads these; ReST"):
+        refuse_sft_data_options(args, "ReST")

@@ -161,7 +161,7 @@ def cell_recipe(grid: Grid, cell: Cell) -> dict[str, Any]:
     resumes from the cell's last checkpoint where the recipe saves checkpoints."""
     recipe = {**load_recipe(grid.base), **grid.overrides, **cell.overrides, "output_dir": str(cell.folder)}
     if str(recipe.get("save_strategy", "steps")) != "no":
-        recipe["resume_from_checkpoint"] = True
+        recipe["resume_from_checkpoint"] = "true"  # a string: the recipe key is one (a path or "true")
     return recipe
 
 
@@ -286,6 +286,13 @@ def _number(label: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def spans_decades(values: list[float]) -> bool:
+    """Whether non-negative x values span two or more orders of magnitude (a log-like axis shows them apart)."""
+    positive = [value for value in values if value > 0]
+    return (len(positive) >= 2 and all(value >= 0 for value in values)
+            and max(positive) / min(positive) >= 100)
+
+
 def plot(grid: Grid, rows: list[dict[str, Any]], path: Path) -> Path:
     """One subplot per metric: the metric against the x axis's values (numbers where every label is one, else its
     labels in grid order), one line per value of the other axes (`lines` first)."""
@@ -309,6 +316,11 @@ def plot(grid: Grid, rows: list[dict[str, Any]], path: Path) -> Path:
             axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
         if not numeric:
             axes.set_xticks(range(len(x_labels)), x_labels)
+        elif spans_decades(list(position.values())):
+            # Speech fractions 0.01 ... 1 crowd a linear axis; symlog keeps 0 and spaces the small ones
+            positive = [value for value in position.values() if value > 0]
+            axes.set_xscale("symlog", linthresh=min(positive))
+            axes.set_xticks(list(position.values()), x_labels)
         axes.set_xlabel(grid.x)
         axes.set_ylabel(metric)
         axes.set_title(metric)

@@ -20,6 +20,7 @@ from audio_recipes.hub import check_push_access
 from audio_recipes.library_noise import dropped_log_messages
 from audio_recipes.models import family_for_model, freeze_modules, load_model_and_processor, lora_config
 from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.mixture import refuse_sft_data_options
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.rewards import get_reward_funcs
 
@@ -139,6 +140,7 @@ def reward_quarters(log_history: list[dict[str, Any]]) -> dict[str, float]:
 
 def run_grpo(model_args, task_args, reward_args, training_args, recipe_path: str) -> dict:
     """Recipe -> task rows -> model (frozen parts, LoRA) -> AudioGRPOTrainer -> adapter or model -> Hub."""
+    refuse_sft_data_options(task_args, "GRPO")
     reward_funcs = get_reward_funcs(reward_args.reward_funcs)  # an unknown name fails before the model loads
     push_repo = check_push_access(training_args.hub_model_id) if training_args.push_to_hub else None
     training_args.push_to_hub = False

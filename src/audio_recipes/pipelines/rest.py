@@ -33,6 +33,7 @@ from audio_recipes.io import write_json_atomic, write_jsonl_atomic
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.evaluate import generation_kwargs
+from audio_recipes.pipelines.mixture import refuse_sft_data_options
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.pipelines.sft import build_trainer
 from audio_recipes.rewards import get_reward_funcs
@@ -77,6 +78,7 @@ class RestLoop:
                  training_args: SFTConfig, eval_args: EvalArguments, rest_args: RestArguments, recipe_path: str):
         if not model_args.use_peft:
             raise ValueError("ReST fine-tunes LoRA adapters: set use_peft: true in the recipe")
+        refuse_sft_data_options(task_args, "ReST")
         get_reward_funcs(reward_args.reward_funcs)  # an unknown name fails before any model loads
         self.model_args, self.task_args, self.reward_args = model_args, task_args, reward_args
         self.training_args, self.eval_args, self.rest_args = training_args, eval_args, rest_args
