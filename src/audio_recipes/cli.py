@@ -44,6 +44,16 @@ def run(main: Callable[[], object]) -> None:
         fail(error, USAGE_ERROR)
     except InputError as error:
         fail(error, DATA_ERROR)
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy a joined process group before the interpreter exits: Gloo's worker threads torn down during
+    finalisation abort the process ("terminate called without an active exception", pytorch/pytorch#190489), which
+    failed launched runs that had written everything."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 class ArgumentParser(argparse.ArgumentParser):
