@@ -209,11 +209,12 @@ def test_an_interrupted_curriculum_skips_its_finished_stage(tmp_path, monkeypatc
     trained = []
     real_run_sft = curriculum_module.run_sft
 
-    def interrupted_in_stage_two(model_args, task_args, training_args, recipe_path):
+    def interrupted_in_stage_two(model_args, task_args, training_args, recipe_path, eval_args=None):
         trained.append(Path(training_args.output_dir).name)
+        assert isinstance(eval_args, EvalArguments)  # each stage decodes its generation log as evaluate.py does
         if len(trained) == 2:
             raise KeyboardInterrupt  # killed during stage 2
-        return real_run_sft(model_args, task_args, training_args, recipe_path)
+        return real_run_sft(model_args, task_args, training_args, recipe_path, eval_args=eval_args)
 
     monkeypatch.setattr(curriculum_module, "run_sft", interrupted_in_stage_two)
     with pytest.raises(KeyboardInterrupt):
@@ -223,9 +224,9 @@ def test_an_interrupted_curriculum_skips_its_finished_stage(tmp_path, monkeypatc
     written = {path: path.stat().st_mtime_ns for path in stage_1.iterdir()}
     trained_again = []
 
-    def counted(model_args, task_args, training_args, recipe_path):
+    def counted(model_args, task_args, training_args, recipe_path, eval_args=None):
         trained_again.append(Path(training_args.output_dir).name)
-        return real_run_sft(model_args, task_args, training_args, recipe_path)
+        return real_run_sft(model_args, task_args, training_args, recipe_path, eval_args=eval_args)
 
     monkeypatch.setattr(curriculum_module, "run_sft", counted)
     result = run_stages(argv)

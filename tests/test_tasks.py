@@ -321,3 +321,23 @@ def test_an_empty_data_file_is_an_error_naming_it(tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match=rf"task slurp: the train data \({empty}\) holds no items"):
         get_task("slurp", TaskArguments(task="slurp", train_file=str(empty), input_mode="text")).examples("train")
+
+
+def test_tiny_data_built_under_the_earlier_marker_is_still_the_projects(tmp_path):
+    """A folder built before the tiny data moved to audio_recipes.testing carries the old marker: it is rebuilt, not
+    refused as a user's folder; a folder with a marker of any other text stays the user's."""
+    from audio_recipes.testing.tiny_data import COMPLETE_MARKER, MARKER_TEXT, build_once
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / COMPLETE_MARKER).write_text("built by audio_recipes.tiny_data\nversion 2\n")
+    build_once(earlier, lambda staging: (staging / "rows.jsonl").write_text("{}\n"), version=3)
+    assert (earlier / COMPLETE_MARKER).read_text() == MARKER_TEXT + "version 3\n"
+    assert (earlier / "rows.jsonl").is_file()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / COMPLETE_MARKER).write_text("my own marker\n")
+    with pytest.raises(DataError, match="was not built by audio-recipes"):
+        build_once(other, lambda staging: None)
+    assert [path.name for path in other.iterdir()] == [COMPLETE_MARKER]

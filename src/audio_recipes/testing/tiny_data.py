@@ -45,12 +45,14 @@ def tiny_slurp_splits() -> dict[str, list[dict[str, Any]]]:
 
 
 MARKER_TEXT = "built by audio_recipes.testing.tiny_data\n"
+# The marker of folders built before the tiny data moved to audio_recipes.testing: still ours to rebuild
+EARLIER_MARKER_TEXTS = ("built by audio_recipes.tiny_data\n",)
 
 
 def owned_by_project(folder: Path) -> bool:
     """A folder this project built (it carries the marker it writes last): the only kind it may replace."""
     marker = Path(folder) / COMPLETE_MARKER
-    return marker.is_file() and marker.read_text().startswith(MARKER_TEXT)
+    return marker.is_file() and marker.read_text().startswith((MARKER_TEXT, *EARLIER_MARKER_TEXTS))
 
 
 def build_once(output_dir: Path, write: Callable[[Path], None], version: int = 1) -> Path:
