@@ -48,11 +48,12 @@ def run(main: Callable[[], object]) -> None:
 
 
 def leave_process_group() -> None:
-    """Destroy a joined process group before the interpreter exits: Gloo's worker threads torn down during
-    finalisation abort the process ("terminate called without an active exception", pytorch/pytorch#190489), which
-    failed launched runs that had written everything."""
+    """Wait for every rank, then destroy a joined process group, before the interpreter exits. A rank that left
+    while the main one still wrote the model aborted ("terminate called without an active exception": Gloo's
+    threads torn down during finalisation, pytorch/pytorch#190489), failing finished ZeRO-3 runs."""
     distributed = sys.modules.get("torch.distributed")
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
         distributed.destroy_process_group()
 
 
