@@ -30,15 +30,20 @@ from audio_recipes.tasks import TASKS
 from audio_recipes.tasks.base import SPEECH_FRACTION_RESTS, SPLITS
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a recipe YAML into a flat dict of options."""
+def read_yaml(path: str | Path, what: str, error: type[RecipeError] = RecipeError) -> Any:
+    """A recipe-like YAML file (`what`: "recipe", "grid"): a missing file or bad YAML is `error`, naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+        raise error(f"{what} file not found: {path}")
     try:
-        recipe = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(error).split())}") from error
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as problem:
+        raise error(f"{what} {path} is not valid YAML: {' '.join(str(problem).split())}") from problem
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML into a flat dict of options."""
+    recipe = read_yaml(path, "recipe")
     if recipe is None or recipe == {}:
         raise RecipeError(f"recipe {path} is empty: write its options as `key: value` lines")
     if not isinstance(recipe, dict):

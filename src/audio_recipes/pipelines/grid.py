@@ -30,7 +30,7 @@ from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskA
 from audio_recipes.errors import InputError, RecipeError
 from audio_recipes.io import numeric_metrics, write_atomic, write_json_atomic, write_text_atomic
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.recipe import load_recipe, parse_recipe, unknown_key_message
+from audio_recipes.recipe import load_recipe, parse_recipe, read_yaml, unknown_key_message
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,7 @@ def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
     """Read and check a grid file (its shape, the axes named by x and lines); the overrides are checked against the
     recipe keys by check_cells."""
     path = Path(path)
-    if not path.is_file():
-        raise GridError(f"grid file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise GridError(f"grid {path} is not valid YAML: {' '.join(str(error).split())}") from error
+    spec = read_yaml(path, "grid", GridError)
     if not isinstance(spec, dict):
         raise GridError(f"grid {path} must be a mapping with base, output_dir, axes, x, metrics")
     unknown = sorted(set(spec) - GRID_KEYS)
