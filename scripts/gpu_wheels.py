@@ -24,8 +24,9 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements-gpu-check.txt"
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64")
+# pip matches a manylinux tag exactly: each tag a pinned wheel is published under (bitsandbytes: 2_24) must be named
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64")
 BITSANDBYTES = "bitsandbytes==0.50.2"  # requirements.txt's, tested here (QLoRA on CPU)
 OPTIONAL = ("bitsandbytes", "flash_attn")
 

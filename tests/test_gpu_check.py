@@ -133,6 +133,30 @@ def test_wheel_list_is_pinned_to_the_tested_versions_and_marked_for_the_node_pyt
     assert command[command.index("--python-version") + 1] == "3.12"
 
 
+# The binary wheels PyPI publishes for the pins (as `make gpu-wheels PYTHON_VERSION=3.12 WITH_BNB=1` saved them)
+PUBLISHED_BINARY_WHEELS = [
+    "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl",
+    "cffi-2.1.1-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+    "hf_xet-1.8.0-cp38-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+    "kernels-0.19.1-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+    "numpy-2.3.5-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+    "psutil-7.2.2-cp36-abi3-manylinux2010_x86_64.manylinux_2_12_x86_64.manylinux_2_28_x86_64.whl",
+    "soundfile-0.14.0-py2.py3-none-manylinux_2_28_x86_64.whl",
+    "soxr-1.1.0-cp312-abi3-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+    "tokenizers-0.23.3-cp310-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+]
+
+
+@pytest.mark.parametrize("wheel", PUBLISHED_BINARY_WHEELS)
+def test_download_platforms_admit_each_published_binary_wheel(wheel):
+    """pip download --platform matches tags exactly: a wheel published only under a tag not asked for is not found
+    (bitsandbytes' manylinux_2_24 was missing: `make gpu-wheels WITH_BNB=1` failed)."""
+    from packaging.utils import parse_wheel_filename
+
+    tags = parse_wheel_filename(wheel)[3]
+    assert {tag.platform for tag in tags} & set(gpu_wheels().PLATFORMS), wheel
+
+
 def test_wheel_folder_check_refuses_two_versions_and_too_many_megabytes(tmp_path):
     module = gpu_wheels()
     (tmp_path / "peft-0.21.2-py3-none-any.whl").write_bytes(b"x" * 1_000_000)
