@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from audio_recipes.errors import InputError
 from audio_recipes.pipelines import grid as grid_module
 from audio_recipes.pipelines.grid import (
     CELL_RECIPE,
@@ -200,3 +201,100 @@ def test_the_tiny_limited_speech_grid_trains_each_cell_on_its_speech_fraction(tm
         metrics = json.loads((cell / "eval" / "test" / "metrics.json").read_text())
         assert metrics["num_gold"] == 48 and float(row["intent_accuracy"]) == metrics["intent_accuracy"]
     assert (output / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"axes": {"text_only_fraction": [0.0, 0.5],
+               "learning_rate": [{"label": "a", "overrides": {"text_only_fraction": 0.9}}]}},
+     "axes learning_rate, text_only_fraction all set text_only_fraction: each recipe key may vary along one axis"),
+    ({"overrides": {"max_steps": 6, "output_dir": "elsewhere"}},
+     "output_dir is set by the grid itself for each cell; remove it from overrides"),
+    ({"axes": {"text_only_fraction": [0.0], "resume_from_checkpoint": ["true", "false"]}, "lines": None},
+     "resume_from_checkpoint is set by the grid itself for each cell; remove it from axis 'resume_from_checkpoint'"),
+    ({"evaluate": {"split": "test", "model_name_or_path": "other"}},
+     "model_name_or_path is set by the grid itself for each cell's evaluation"),
+    ({"axes": {"../../escape": [1, 2]}, "x": "../../escape", "lines": None},
+     r"axis name '../../escape' must be letters, digits"),
+    ({"x": ["text_only_fraction"]}, r"`x` must be one string, got \['text_only_fraction'\]"),
+    ({"base": ["recipes/tiny/slurp.yaml"]}, "`base` must be one string"),
+    ({"launcher": 5}, "`launcher` must be a command, as one string or a list of strings, got 5"),
+])
+def test_a_grid_whose_keys_would_be_overwritten_or_are_malformed_is_refused_naming_them(tmp_path, changes, message):
+    with pytest.raises(GridError, match=message):
+        load_grid(write_grid(tmp_path, **changes))
+
+
+def test_a_bad_cell_value_names_the_grid_not_the_vanished_staging_file(tmp_path):
+    with pytest.raises(GridError) as caught:
+        grid_module.check_cells(load_grid(write_grid(tmp_path, overrides={"max_steps": "six"})))
+    assert ".check.yaml" not in str(caught.value) and str(tmp_path / "grid.yaml") in str(caught.value)
+
+
+def fake_commands(monkeypatch, calls: list[str], fail: str | None = None):
+    """subprocess.run for a cell's two commands: training leaves train_metrics.json, evaluation metrics.json."""
+
+    def run(command, *args, **kwargs):
+        script = Path(command[1]).name
+        calls.append(script)
+        if script == fail:
+            return subprocess.CompletedProcess(command, 1)
+        if script == "sft.py":
+            recipe = yaml.safe_load(Path(command[2]).read_text())
+            Path(recipe["output_dir"], "train_metrics.json").write_text('{"train_loss": 2.5}')
+        else:
+            output = Path(command[command.index("--output_dir") + 1])
+            output.mkdir(parents=True, exist_ok=True)
+            (output / "metrics.json").write_text('{"slu_f1": 0.25, "intent_accuracy": 0.5, "n": 4}')
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", run)
+
+
+def test_a_cell_is_trained_until_its_training_command_succeeds_then_only_evaluated(tmp_path, monkeypatch):
+    """train_metrics.json alone is not "trained": a curriculum copies it into the cell before the rest of the model,
+    so a cell killed then would skip training for good. The grid's own marker comes after the command's success."""
+    grid = load_grid(write_grid(tmp_path, axes={"text_only_fraction": [0.0], "learning_rate": [1e-3]},
+                                lines=None))
+    cell = grid.cells()[0]
+    calls: list[str] = []
+    fake_commands(monkeypatch, calls, fail="evaluate.py")
+    with pytest.raises(grid_module.CellFailed, match=f"cell {cell.name}: evaluation failed .* rerun the grid"):
+        run_grid(grid.path)
+    assert calls == ["sft.py", "evaluate.py"] and (cell.folder / grid_module.CELL_TRAINED).is_file()
+    calls.clear()
+    fake_commands(monkeypatch, calls)
+    rows = run_grid(grid.path)
+    assert calls == ["evaluate.py"]  # trained before: evaluated only
+    assert rows == [{"cell": cell.name, "text_only_fraction": "0.0", "learning_rate": "0.001", "slu_f1": 0.25,
+                     "intent_accuracy": 0.5, "train_loss": 2.5}]
+    # A model whose training was cut short after train_metrics.json appeared: trained again
+    (tmp_path / "b").mkdir()
+    other = load_grid(write_grid(tmp_path / "b", axes={"text_only_fraction": [0.5], "learning_rate": [1e-3]},
+                                 lines=None))
+    folder = other.cells()[0].folder
+    folder.mkdir(parents=True)
+    (folder / "train_metrics.json").write_text('{"train_loss": 9.0}')
+    calls.clear()
+    assert run_grid(other.path)[0]["train_loss"] == 2.5 and calls == ["sft.py", "evaluate.py"]
+
+
+def test_a_finished_cell_evaluated_otherwise_than_the_grid_now_asks_is_refused(tmp_path, monkeypatch):
+    path = write_grid(tmp_path, axes={"text_only_fraction": [0.0], "learning_rate": [1e-3]}, lines=None)
+    fake_commands(monkeypatch, [])
+    run_grid(path)
+    changed = write_grid(tmp_path, axes={"text_only_fraction": [0.0], "learning_rate": [1e-3]}, lines=None,
+                         evaluate={"split": "test", "max_eval_samples": 100})
+    with pytest.raises(GridError, match="evaluated with --split test --max_eval_samples 8 .* now gives --split test "
+                       "--max_eval_samples 100"):
+        run_grid(changed)
+
+
+def test_a_torn_train_metrics_file_is_named(tmp_path, monkeypatch):
+    path = write_grid(tmp_path, axes={"text_only_fraction": [0.0], "learning_rate": [1e-3]}, lines=None)
+    cell = load_grid(path).cells()[0]
+    cell.folder.mkdir(parents=True)
+    (cell.folder / grid_module.CELL_TRAINED).write_text("{}")
+    (cell.folder / "train_metrics.json").write_text('{"train_lo')
+    fake_commands(monkeypatch, [])
+    with pytest.raises(InputError, match="train_metrics.json, line 1 column 2: not valid JSON"):
+        run_grid(path)

@@ -282,6 +282,10 @@ class InspectArguments:
     inspect_split: str = field(default="train", metadata={"help": "Which split to show: train, eval or test."})
 
 
+# The dataclasses scripts/sft.py and scripts/evaluate.py parse a recipe into (a grid checks its cells with them)
+RECIPE_ARGUMENT_TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
+
+
 def evaluation_argument_types() -> tuple[type, ...]:
     """The dataclasses scripts/evaluate.py parses a recipe into."""
-    return ModelArguments, TaskArguments, SFTConfig, EvalArguments
+    return RECIPE_ARGUMENT_TYPES

@@ -47,6 +47,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value; one that is not JSON raises a DataError naming the file and the position."""
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg})") from error
+
+
 def write_atomic(path: str | Path, write) -> Path:
     """`write(temporary_path)` then a rename over `path`: a reader never sees a half-written file, and an
     interruption leaves the previous file whole."""

@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import io
 import itertools
-import json
 import logging
 import math
 import re
@@ -26,17 +25,21 @@ from typing import Any
 
 import yaml
 
-from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskArguments
+from audio_recipes.config import RECIPE_ARGUMENT_TYPES
 from audio_recipes.errors import InputError, RecipeError
-from audio_recipes.io import numeric_metrics, write_atomic, write_json_atomic, write_text_atomic
+from audio_recipes.io import numeric_metrics, read_json, write_atomic, write_json_atomic, write_text_atomic
 from audio_recipes.paths import PROJECT_ROOT
 from audio_recipes.recipe import load_recipe, parse_recipe, read_yaml, unknown_key_message
 
 logger = logging.getLogger(__name__)
 
-RECIPE_TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
 CELL_RECIPE = "recipe.yaml"
+CELL_TRAINED = "grid_trained.json"  # written once the training command succeeded: the trained model is whole
 CELL_RESULT = "result.json"  # written last, atomically: a cell that has it is finished
+TRAIN_METRICS = "train_metrics.json"
+# Keys the grid sets in every cell itself: an axis or block giving them would be overwritten without a word
+GRID_SET_RECIPE_KEYS = ("output_dir", "resume_from_checkpoint")
+GRID_SET_EVALUATE_KEYS = ("model_name_or_path", "output_dir")
 TABLE_MD, TABLE_CSV, PLOT = "grid.md", "grid.csv", "grid.png"
 GRID_KEYS = {"base", "output_dir", "overrides", "axes", "evaluate", "x", "lines", "metrics", "launcher"}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -113,6 +116,31 @@ def _axis_values(path: Path, axis: str, values: Any) -> list[AxisValue]:
     return parsed
 
 
+def _check_keys_set_once(path: Path, overrides: dict[str, Any], axes: dict[str, list[AxisValue]],
+                         evaluate: dict[str, Any]) -> None:
+    """No recipe key set by two axes (the later one would win unseen, two cells labelled apart training alike), nor
+    a key the grid sets itself."""
+    setters: dict[str, set[str]] = {}
+    for axis, values in axes.items():
+        for value in values:
+            for key in value.overrides:
+                setters.setdefault(key, set()).add(axis)
+    shared = {key: sorted(axes) for key, axes in setters.items() if len(axes) > 1}
+    if shared:
+        raise GridError(f"grid {path}: " + "; ".join(f"axes {', '.join(names)} all set {key}"
+                                                    for key, names in sorted(shared.items()))
+                        + ": each recipe key may vary along one axis only")
+    for key in GRID_SET_RECIPE_KEYS:
+        where = ["overrides"] * (key in overrides) + [f"axis {axis!r}" for axis in sorted(setters.get(key, ()))]
+        if where:
+            raise GridError(f"grid {path}: {key} is set by the grid itself for each cell; remove it from "
+                            f"{', '.join(where)}")
+    for key in GRID_SET_EVALUATE_KEYS:
+        if key in evaluate:
+            raise GridError(f"grid {path}: {key} is set by the grid itself for each cell's evaluation; remove it "
+                            "from the evaluate block")
+
+
 def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
     """Read and check a grid file (its shape, the axes named by x and lines); the overrides are checked against the
     recipe keys by check_cells."""
@@ -128,9 +156,16 @@ def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
             raise GridError(f"grid {path}: `{key}` is missing")
     if output_dir is None and "output_dir" not in spec:
         raise GridError(f"grid {path}: `output_dir` is missing")
+    for key in ("base", "output_dir", "x", "lines"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise GridError(f"grid {path}: `{key}` must be one string, got {spec[key]!r}")
     if not isinstance(spec["axes"], dict) or not spec["axes"]:
         raise GridError(f"grid {path}: `axes` must map axis names to lists of values")
-    axes = {str(axis): _axis_values(path, str(axis), values) for axis, values in spec["axes"].items()}
+    for axis in spec["axes"]:
+        if not isinstance(axis, str) or not LABEL.match(axis):
+            raise GridError(f"grid {path}: axis name {axis!r} must be letters, digits, '.', '_', '+' or '-' (it "
+                            "names the cells' folders)")
+    axes = {axis: _axis_values(path, axis, values) for axis, values in spec["axes"].items()}
     for key in ("x", "lines"):
         if spec.get(key) is not None and spec[key] not in axes:
             raise GridError(f"grid {path}: {key} {spec[key]!r} is not an axis; the axes: {', '.join(axes)}")
@@ -145,8 +180,13 @@ def load_grid(path: str | Path, output_dir: str | Path | None = None) -> Grid:
     overrides = spec.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise GridError(f"grid {path}: `overrides` must map recipe keys to values, got {overrides!r}")
+    _check_keys_set_once(path, overrides, axes, evaluate)
     launcher = spec.get("launcher") or [sys.executable]
-    launcher = shlex.split(launcher) if isinstance(launcher, str) else [str(part) for part in launcher]
+    if not isinstance(launcher, str) and not (isinstance(launcher, list)
+                                              and all(isinstance(part, str) for part in launcher)):
+        raise GridError(f"grid {path}: `launcher` must be a command, as one string or a list of strings, got "
+                        f"{launcher!r}")
+    launcher = shlex.split(launcher) if isinstance(launcher, str) else launcher
     return Grid(path, Path(spec["base"]), Path(output_dir or spec["output_dir"]), overrides, axes, evaluate,
                 spec["x"], spec.get("lines"), metrics, launcher)
 
@@ -171,7 +211,7 @@ def evaluate_arguments(grid: Grid, cell: Cell) -> list[str]:
 def check_cells(grid: Grid) -> None:
     """Every override key a recipe key, every cell's recipe parsed (types, ranges, allowed values), and no cell
     folder holding a recipe other than its own, before anything trains."""
-    known = sorted({field.name for cls in RECIPE_TYPES for field in dataclasses.fields(cls) if field.init})
+    known = sorted({field.name for cls in RECIPE_ARGUMENT_TYPES for field in dataclasses.fields(cls) if field.init})
     for key in grid.overrides:
         if key not in known:
             raise GridError(unknown_key_message(key, known, f"in the overrides of grid {grid.path}"))
@@ -188,18 +228,28 @@ def check_cells(grid: Grid) -> None:
     for cell in grid.cells():
         recipe = cell_recipe(grid, cell)
         written = cell.folder / CELL_RECIPE
-        if written.is_file() and load_recipe(written) != recipe:
-            changed = sorted(key for key in {*recipe, *load_recipe(written)}
-                             if recipe.get(key) != load_recipe(written).get(key))
-            raise GridError(f"cell {cell.name}: {written} holds another recipe (differs in {', '.join(changed)}): "
-                            f"the grid changed since the cell ran; remove {cell.folder} or name another output_dir")
+        if written.is_file():
+            before = load_recipe(written)
+            changed = sorted(key for key in {*recipe, *before} if recipe.get(key) != before.get(key))
+            if changed:
+                raise GridError(f"cell {cell.name}: {written} holds another recipe (differs in {', '.join(changed)})"
+                                f": the grid changed since the cell ran; remove {cell.folder} or name another "
+                                "output_dir")
+        result = cell.folder / CELL_RESULT
+        evaluated_with = read_json(result).get("evaluate") if result.is_file() else None
+        if evaluated_with is not None and evaluated_with != evaluate_arguments(grid, cell):
+            raise GridError(f"cell {cell.name}: evaluated with {shlex.join(evaluated_with)}, the grid's evaluate block "
+                            f"now gives {shlex.join(evaluate_arguments(grid, cell))}: the table would mix the two; "
+                            f"remove {result} and {cell.folder / 'eval'} to evaluate it again, or name another "
+                            "output_dir")
         staging = cell.folder.parent / f".{cell.name}.check.yaml"
         staging.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(staging, yaml.safe_dump(recipe, sort_keys=False))
         try:
-            parse_recipe(RECIPE_TYPES, [str(staging), *evaluate_arguments(grid, cell)])
-        except RecipeError as error:
-            raise GridError(f"cell {cell.name}: {error}") from None
+            parse_recipe(RECIPE_ARGUMENT_TYPES, [str(staging), *evaluate_arguments(grid, cell)])
+        except RecipeError as error:  # named by the grid and cell: the staging file is gone once this is read
+            message = str(error).replace(str(staging), f"the recipe of cell {cell.name} (grid {grid.path})")
+            raise GridError(f"cell {cell.name}: {message}") from None
         finally:
             staging.unlink()
 
@@ -218,23 +268,26 @@ def run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
     cell.folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(recipe_path, f"# Cell {cell.name} of grid {grid.path}: {grid.base} with the overrides below\n"
                       + yaml.safe_dump(cell_recipe(grid, cell), sort_keys=False))
-    if not (cell.folder / "train_metrics.json").is_file():  # save_trained writes it after the model
-        run_command([*grid.launcher, str(PROJECT_ROOT / "scripts" / "sft.py"), str(recipe_path)], cell, "training")
-    run_command([*grid.launcher, str(PROJECT_ROOT / "scripts" / "evaluate.py"), str(recipe_path),
-                 *evaluate_arguments(grid, cell)], cell, "evaluation")
+    trained = cell.folder / CELL_TRAINED
+    if not trained.is_file():  # an interrupted training (or copy of the final model) runs again, resuming
+        command = [*grid.launcher, str(PROJECT_ROOT / "scripts" / "sft.py"), str(recipe_path)]
+        run_command(command, cell, "training")
+        write_json_atomic(trained, {"command": command})
+    evaluate = evaluate_arguments(grid, cell)
+    run_command([*grid.launcher, str(PROJECT_ROOT / "scripts" / "evaluate.py"), str(recipe_path), *evaluate], cell,
+                "evaluation")
     split = str(grid.evaluate.get("split", "test"))
-    metrics = json.loads((cell.folder / "eval" / split / "metrics.json").read_text())
-    train = json.loads((cell.folder / "train_metrics.json").read_text())
-    result = {"cell": cell.name, "axes": cell.labels, "overrides": cell.overrides, "metrics": numeric_metrics(metrics),
-              "train_loss": train.get("train_loss")}
+    metrics = read_json(cell.folder / "eval" / split / "metrics.json")
+    train = read_json(cell.folder / TRAIN_METRICS)
+    result = {"cell": cell.name, "axes": cell.labels, "overrides": cell.overrides, "evaluate": evaluate,
+              "metrics": numeric_metrics(metrics), "train_loss": train.get("train_loss")}
     write_json_atomic(cell.folder / CELL_RESULT, result)
     return result
 
 
 def read_results(grid: Grid) -> list[dict[str, Any]]:
     """The finished cells' results, in grid order."""
-    return [json.loads((cell.folder / CELL_RESULT).read_text()) for cell in grid.cells()
-            if (cell.folder / CELL_RESULT).is_file()]
+    return [read_json(cell.folder / CELL_RESULT) for cell in grid.cells() if (cell.folder / CELL_RESULT).is_file()]
 
 
 def table_rows(grid: Grid, results: list[dict[str, Any]]) -> list[dict[str, Any]]:

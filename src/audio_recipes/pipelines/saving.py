@@ -3,14 +3,13 @@ push to the Hub. Shared by the SFT, GRPO and ReST pipelines."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import ResolvedModel, path_from_project_root, push_folder, write_model_card
-from audio_recipes.io import numeric_metrics
+from audio_recipes.io import numeric_metrics, write_json_atomic
 from audio_recipes.recipe import options_evaluate_lacks, recipe_dict
 
 logger = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ def save_trained(trainer, processor, metrics: dict, model_args: ModelArguments, 
     if not trainer.is_world_process_zero():
         return output_dir
     processor.save_pretrained(training_args.output_dir)
-    (output_dir / "train_metrics.json").write_text(json.dumps(numeric_metrics(metrics), indent=2) + "\n")
+    write_json_atomic(output_dir / "train_metrics.json", numeric_metrics(metrics))
     try:
         if evaluation_recipe is None and not options_evaluate_lacks(recipe_path):
             evaluation_recipe = recipe_path

@@ -12,7 +12,7 @@ from typing import Any
 from trl import SFTConfig
 
 from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
-from audio_recipes.io import numeric_metrics, write_json_atomic
+from audio_recipes.io import numeric_metrics, write_json_atomic, write_text_atomic
 from audio_recipes.pipelines.evaluate import run_evaluation
 from audio_recipes.pipelines.sft import run_sft
 from audio_recipes.recipe import parse_recipe
@@ -75,5 +75,5 @@ def run_seeds(recipe: str, seeds: Sequence[int], overrides: Sequence[str], outpu
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output_dir / SUMMARY_JSON, {"recipe": recipe, "seeds": list(seeds), "summary": summary,
                                                   "per_seed": {str(s): numeric_metrics(m) for s, m in per_seed.items()}})
-    (output_dir / SUMMARY_MD).write_text(f"# {recipe}: {len(per_seed)} seeds\n\n" + summary_table(per_seed, summary))
+    write_text_atomic(output_dir / SUMMARY_MD, f"# {recipe}: {len(per_seed)} seeds\n\n" + summary_table(per_seed, summary))
     return summary
