@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_shapes  # noqa: E402
 import torch  # noqa: E402
 
+from audio_recipes.io import write_text_atomic  # noqa: E402
 from audio_recipes.packing import register_packed_sdpa  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "gpu_results.json"
@@ -260,20 +261,23 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {r['model']} | {r['method']} | {r['attention']} | {r['batching']} | {r['tokens_per_s']:.4g} "
                      f"| {mfu} | {r['peak_gib'] if r['peak_gib'] is not None else '-'} | {r['planned_peak_gib']} | "
                      f"{r['tokens_per_step']} |")
+    if not summary.get("complete", True):
+        lines += ["", f"Partial: stopped after {', '.join(summary['models_done']) or 'no model'}."]
     lines += ["", *[f"- {key}: {value}x" for key, value in summary["speedups"].items()]]
     lines += [f"- skipped {line}" for line in summary["skipped"]]
     return "\n".join(lines) + "\n"
 
 
 def publish(summary: dict, results_path: Path, report_path: Path) -> None:
-    results_path.write_text(json.dumps(summary, indent=2) + "\n")
+    """Both files rewritten atomically: after each model, so a check stopped midway keeps what it measured."""
+    write_text_atomic(results_path, json.dumps(summary, indent=2) + "\n")
     block = f"{BEGIN}\n{markdown(summary)}{END}"
     report = report_path.read_text() if report_path.is_file() else "# Benchmarks\n"
     if BEGIN in report:
         report = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, report, flags=re.DOTALL)
     else:
         report = report.rstrip() + "\n\n" + block + "\n"
-    report_path.write_text(report)
+    write_text_atomic(report_path, report)
 
 
 def machine(device: str) -> str:
@@ -328,18 +332,23 @@ def main(argv: list[str] | None = None) -> dict:
             report(run, skipped=reason)
         else:
             ready.append(run)
-    results = []
-    for name in args.models:
+    results: list[dict] = []
+
+    def summary_so_far(models_done: int) -> dict:
+        return {
+            "command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": machine(device), "date": time.strftime("%Y-%m-%d"), "device": device,
+            "complete": models_done == len(args.models), "models_done": args.models[:models_done],
+            "peak_bf16_tflops": args.peak_tflops, "seconds": round(time.perf_counter() - args.started, 1),
+            "results": results, "speedups": speedups(results), "skipped": skipped_lines,
+            "notes": "Random weights; model FLOPs (no recomputation) over the real tokens; padded runs also compute "
+                     "their padding. Planned peak: benchmarks/gpu_shapes.plan_memory (rough).",
+        }
+
+    for done, name in enumerate(args.models, start=1):
         results += run_model(name, [run for run in ready if run.model == name], args, device, dtype, report)
-    summary = {
-        "command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(device), "date": time.strftime("%Y-%m-%d"), "device": device,
-        "peak_bf16_tflops": args.peak_tflops, "seconds": round(time.perf_counter() - args.started, 1),
-        "results": results, "speedups": speedups(results), "skipped": skipped_lines,
-        "notes": "Random weights; model FLOPs (no recomputation) over the real tokens; padded runs also compute "
-                 "their padding. Planned peak: benchmarks/gpu_shapes.plan_memory (rough).",
-    }
-    publish(summary, args.results, args.report)
+        summary = summary_so_far(done)
+        publish(summary, args.results, args.report)
     print(json.dumps({"results": len(results), "skipped": len(skipped_lines), "seconds": summary["seconds"]}))
     return summary
 

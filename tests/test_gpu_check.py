@@ -75,7 +75,8 @@ def test_cpu_smoke_run_measures_skips_with_one_line_and_writes_the_report(tmp_pa
     result = summary["results"][0]
     assert result["tokens_per_s"] > 0 and result["planned_peak_gib"] > 0 and result["trainable"] < result["parameters"]
     assert list(summary["speedups"]) == ["qwen2-audio-7b/lora/sdpa: packed vs padded"]
-    assert json.loads((tmp_path / "gpu.json").read_text())["results"] == summary["results"]
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert written["results"] == summary["results"] and written["complete"] is True
     text = report.read_text()
     assert text.startswith("# Benchmarks\n\nkept\n") and text.count(gpu_check.BEGIN) == 1
     assert "| qwen2-audio-7b | lora | sdpa | packed |" in text
@@ -167,3 +168,22 @@ def test_wheel_folder_check_refuses_two_versions_and_too_many_megabytes(tmp_path
     (tmp_path / "peft-0.21.1-py3-none-any.whl").write_bytes(b"x")
     with pytest.raises(SystemExit, match="several versions"):
         module.check_folder(tmp_path, max_mb=60)
+
+
+def test_a_check_stopped_midway_keeps_the_models_it_measured(tmp_path, monkeypatch):
+    real_run_model = gpu_check.run_model
+
+    def stop_at_the_second(name, *args):
+        if name == "qwen2.5-omni-7b":
+            raise KeyboardInterrupt  # the node's time limit
+        return real_run_model(name, *args)
+
+    monkeypatch.setattr(gpu_check, "run_model", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--device", "cpu", "--models", "qwen2-audio-7b", "qwen2.5-omni-7b", "--methods", "lora",
+                        "--steps", "1", "--warmup", "0", "--batch_size", "2",
+                        "--results", str(tmp_path / "gpu.json"), "--report", str(tmp_path / "benchmarks.md")])
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert written["complete"] is False and written["models_done"] == ["qwen2-audio-7b"]
+    assert {r["model"] for r in written["results"]} == {"qwen2-audio-7b"} and len(written["results"]) == 2
+    assert "Partial: stopped after qwen2-audio-7b." in (tmp_path / "benchmarks.md").read_text()
