@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from audio_recipes.errors import RecipeError
 from audio_recipes.models.families import QWEN2_AUDIO
 from audio_recipes.paths import PROJECT_ROOT
 from audio_recipes.pipelines.plan import build_plan, parse_plan_arguments, recipe_kind
@@ -164,6 +165,54 @@ def test_the_script_prints_the_plan_and_ends_with_one_json_object():
     assert summary["total_parameters"] == 596_049_920 + (155_776 - 151_936) * 1024
     assert any(line.startswith("memory per GPU: weights") for line in lines)
     assert any(line.startswith("verdict:") for line in lines)
+
+
+def test_options_before_the_recipe_plan_the_recipe_not_the_accelerate_config():
+    first = plan("--config_file", "accelerate_configs/zero3.yaml", "recipes/slurp.yaml")
+    last = plan("recipes/slurp.yaml", "--config_file", "accelerate_configs/zero3.yaml")
+    assert first.kind == last.kind == "sft" and first.recipe == "recipes/slurp.yaml"
+    assert first.memory.total == last.memory.total and first.launch.zero_stage == 3
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--num_processes", "0", "--num_processes 0: a launch has at least 1 process"),
+    ("--num_processes", "-2", "--num_processes -2"),
+    ("--gpu_memory_gb", "-5", "--gpu_memory_gb -5.0: one GPU's memory in GiB, above 0"),
+    ("--plan_device", "gpu", "--plan_device 'gpu': expected 'cuda' or 'cpu'"),
+])
+def test_plan_options_out_of_range_are_refused_naming_them(option, value, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_plan_arguments(["recipes/slurp_qlora.yaml", option, value])
+
+
+def test_a_launch_without_a_config_file_says_so():
+    assert read_launch(None, num_processes=8).description == "no accelerate config: 8 process(es), DDP"
+
+
+def test_grpo_generation_is_sized_for_the_whole_generation_batch_and_its_completions():
+    """TRL generates per_device_train_batch_size x steps_per_generation rows in one call (16 for mmar_grpo), and
+    trains on the completions it generated (at most max_completion_length tokens each), not the data's answers."""
+    default = plan("recipes/mmar_grpo.yaml", "--config_file", "accelerate_configs/zero3.yaml")
+    one = plan("recipes/mmar_grpo.yaml", "--config_file", "accelerate_configs/zero3.yaml",
+               "--steps_per_generation", "1")
+    assert any("16 rows at once" in note for note in default.memory.notes)
+    assert any("8 rows at once" in note for note in one.memory.notes)
+    assert default.memory.buffers > one.memory.buffers
+    per_step = default.tokens_per_step()
+    assert per_step["labelled"] == default.rows_per_step * 256 and per_step["labelled_is_at_most"]
+    assert default.summary()["tokens_per_optimizer_step"]["labelled"] == per_step["labelled"]
+
+
+def test_a_tiny_data_builder_prints_to_stderr_not_to_the_scripts_stdout(tmp_path, capsys):
+    from audio_recipes.testing.tiny_data import build_once
+
+    def write(staging):
+        print('{"rows_written": 3}')
+        (staging / "train.jsonl").write_text("{}\n")
+
+    build_once(tmp_path / "data", write)
+    captured = capsys.readouterr()
+    assert captured.out == "" and '{"rows_written": 3}' in captured.err
 
 
 @pytest.mark.slow

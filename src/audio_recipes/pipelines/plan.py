@@ -104,21 +104,41 @@ class ParsedRecipe:
     rest: RestArguments | None = None
 
 
+def recipe_argument(argv: list[str]) -> str | None:
+    """The recipe in a command line: `--config PATH`, else the first argument that is not an option nor an option's
+    value (`--config_file accelerate_configs/zero3.yaml RECIPE.yaml` names RECIPE.yaml)."""
+    if "--config" in argv[:-1]:
+        return argv[argv.index("--config") + 1]
+    for index, arg in enumerate(argv):
+        previous = argv[index - 1] if index else ""
+        if not arg.startswith("-") and not (previous.startswith("--") and "=" not in previous):
+            return arg
+    return None
+
+
 def parse_plan_arguments(argv: list[str]) -> ParsedRecipe:
     """The recipe with the script's dataclasses (those of the script that runs it) and the plan's options."""
     from audio_recipes.recipe import parse_recipe
 
-    recipe_path = next((arg for arg in argv if not arg.startswith("-")), None)
-    if "--config" in argv:
-        recipe_path = argv[argv.index("--config") + 1]
+    recipe_path = recipe_argument(argv)
     if recipe_path is None:
         raise RecipeError("no recipe: scripts/plan.py RECIPE.yaml [--config_file accelerate_configs/X.yaml] ...")
     kind = recipe_kind(load_recipe(recipe_path))
     types = (*ARGUMENT_TYPES[kind], PlanArguments)
     # TrainingArguments refuses bf16 where no GPU is present unless told the run is on CPU: the plan runs nothing
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-    parsed = parse_recipe(types, [*argv, *extra])
+    *parsed, located = parse_recipe(types, [*argv, *extra], return_recipe_path=True)
+    if located != recipe_path:  # the kind was read off another file: never plan one recipe as another's script
+        raise RecipeError(f"the recipe is {located}, but {recipe_path} was taken for it: give the recipe first "
+                          "(scripts/plan.py RECIPE.yaml --config_file ...)")
     by_type = {type(instance): instance for instance in parsed}
+    plan_args = by_type[PlanArguments]
+    if plan_args.num_processes is not None and plan_args.num_processes < 1:
+        raise RecipeError(f"--num_processes {plan_args.num_processes}: a launch has at least 1 process")
+    if not plan_args.gpu_memory_gb > 0:
+        raise RecipeError(f"--gpu_memory_gb {plan_args.gpu_memory_gb}: one GPU's memory in GiB, above 0")
+    if plan_args.plan_device not in ("cuda", "cpu"):
+        raise RecipeError(f"--plan_device {plan_args.plan_device!r}: expected 'cuda' or 'cpu'")
     training = by_type.get(GRPOConfig) or by_type.get(SFTConfig)
     if extra:
         training.use_cpu = False
@@ -230,6 +250,7 @@ class Plan:
     gpu_memory_gb: float
     checkpointing: bool
     rows_per_step: int
+    completion_tokens: int | None = None  # GRPO: each row's completion is generated, up to this many tokens
     knob: str | None = None
     lines: list[str] = field(default_factory=list)
 
@@ -241,9 +262,17 @@ class Plan:
     def fits(self) -> bool:
         return fits(self.memory.total, self.gpu_memory_gb)
 
+    def tokens_per_step(self) -> dict[str, float]:
+        per_step = tokens_per_step(self.tokens, self.rows_per_step)
+        if self.completion_tokens is not None:  # the data's answers are not what GRPO trains on: its completions are
+            labelled = self.completion_tokens * self.rows_per_step
+            per_step = {**per_step, "labelled": labelled, "labelled_is_at_most": True,
+                        "total": per_step["total"] - per_step["labelled"] + labelled}
+        return per_step
+
     def summary(self) -> dict[str, Any]:
         inventory = self.planned.inventory
-        per_step = tokens_per_step(self.tokens, self.rows_per_step)
+        per_step = self.tokens_per_step()
         return {
             "recipe": self.recipe, "kind": self.kind, "model": self.model, "launch": self.launch.config_file,
             "num_processes": self.launch.num_processes, "zero_stage": self.launch.zero_stage,
@@ -281,6 +310,11 @@ def micro_batch(kind: str, parsed: ParsedRecipe, tokens: TokenStats, rows: int |
                      encoder_positions=tokens.encoder_positions_max)
 
 
+def grpo_steps_per_generation(training) -> int:
+    """Micro-batches TRL generates for at once (GRPOConfig fills it from gradient_accumulation_steps when unset)."""
+    return getattr(training, "steps_per_generation", None) or training.gradient_accumulation_steps
+
+
 def estimate(kind: str, parsed: ParsedRecipe, planned: PlannedModel, tokens: TokenStats, launch: Launch,
              step: StepShape, checkpointing: bool) -> MemoryEstimate:
     precision = precision_of(parsed.model, parsed.training)
@@ -300,10 +334,13 @@ def estimate(kind: str, parsed: ParsedRecipe, planned: PlannedModel, tokens: Tok
         if beta and not parsed.model.use_peft:  # a frozen reference copy (LoRA: the adapter is switched off instead)
             memory.weights += planned.inventory.weight_bytes / (launch.num_processes if launch.zero_stage == 3 else 1)
             memory.notes.append("GRPO: a frozen reference model beside the policy (beta > 0, no LoRA)")
-        generation = generation_memory(planned.shape, planned.inventory, step.rows, step.tokens - step.label_tokens
+        # TRL generates a whole generation batch in one call: steps_per_generation micro-batches of rows
+        rows = step.rows * grpo_steps_per_generation(parsed.training)
+        generation = generation_memory(planned.shape, planned.inventory, rows, step.tokens - step.label_tokens
                                        // max(step.rows, 1), step.label_tokens // max(step.rows, 1), precision)
         memory.buffers = max(memory.buffers, generation.activations + generation.buffers)
-        memory.notes.append("GRPO: generation's KV cache counted where it exceeds the training step's buffers")
+        memory.notes.append(f"GRPO: generation's KV cache ({rows} rows at once: per_device_train_batch_size x "
+                            "steps_per_generation) counted where it exceeds the training step's buffers")
     if kind == "rest":
         rows = parsed.training.per_device_eval_batch_size
         new = parsed.evaluation.max_new_tokens if parsed.evaluation else 128
@@ -369,7 +406,8 @@ def build_plan(parsed: ParsedRecipe) -> Plan:
     accumulation = parsed.training.gradient_accumulation_steps if trains else 1
     plan = Plan(recipe=parsed.path, kind=kind, model=parsed.model.model_name_or_path, launch=launch, planned=planned,
                 tokens=tokens, step=step, memory=memory, gpu_memory_gb=parsed.plan.gpu_memory_gb,
-                checkpointing=checkpointing, rows_per_step=per_device * accumulation * launch.num_processes)
+                checkpointing=checkpointing, rows_per_step=per_device * accumulation * launch.num_processes,
+                completion_tokens=parsed.training.max_completion_length if kind == "grpo" else None)
     if not plan.fits:
         plan.knob = first_knob(plan, parsed)
     plan.lines = describe(plan, parsed)
@@ -449,9 +487,11 @@ def describe(plan: Plan, parsed: ParsedRecipe) -> list[str]:
                      f"clip: mean {tokens.audio_tokens_mean:.0f}, max {tokens.audio_tokens_max}")
     lines.append(f"largest micro-batch: {step.rows} rows x {step.tokens} tokens ({step.label_tokens} labelled)")
     if plan.kind != "evaluate":
-        per_step = tokens_per_step(tokens, plan.rows_per_step)
-        lines.append(f"tokens per optimizer step: {per_step['total']:,} ({plan.rows_per_step} rows: text "
-                     f"{per_step['text']:,}, audio {per_step['audio']:,}; {per_step['labelled']:,} with a loss)")
+        per_step = plan.tokens_per_step()
+        at_most = "at most " if per_step.get("labelled_is_at_most") else ""
+        lines.append(f"tokens per optimizer step: {at_most}{per_step['total']:,} ({plan.rows_per_step} rows: text "
+                     f"{per_step['text']:,}, audio {per_step['audio']:,}; {at_most}{per_step['labelled']:,} with a "
+                     "loss)")
         lines.append(f"activation checkpointing: {'on' if plan.checkpointing else 'off'}; ZeRO stage: "
                      f"{plan.launch.zero_stage or 'none'}")
     lines.append(f"memory per GPU: weights {_g(memory.weights)}, gradients {_g(memory.gradients)}, optimizer states "

@@ -28,7 +28,7 @@ class Launch:
 
     @property
     def description(self) -> str:
-        where = Path(self.config_file).name if self.config_file else "one process"
+        where = Path(self.config_file).name if self.config_file else "no accelerate config"
         sharding = f"DeepSpeed ZeRO-{self.zero_stage}" if self.zero_stage else (
             "DDP" if self.num_processes > 1 else "no sharding")
         offload = " (optimizer offloaded to CPU)" if self.offload_optimizer else ""
@@ -42,12 +42,12 @@ def _number(value, default: float) -> float:
 def read_launch(config_file: str | None, num_processes: int | None = None) -> Launch:
     """The launch an accelerate config describes; `num_processes` overrides its count (as accelerate's flag does)."""
     if config_file is None:
-        return Launch(num_processes=num_processes or 1)
+        return Launch(num_processes=1 if num_processes is None else num_processes)
     path = Path(config_file)
     if not path.is_file():
         raise RecipeError(f"accelerate config not found: {config_file}")
     config = yaml.safe_load(path.read_text()) or {}
-    processes = num_processes or int(config.get("num_processes", 1))
+    processes = int(config.get("num_processes", 1)) if num_processes is None else num_processes
     deepspeed = config.get("deepspeed_config") or {}
     if config.get("distributed_type") != "DEEPSPEED":
         return Launch(config_file=str(config_file), num_processes=processes)

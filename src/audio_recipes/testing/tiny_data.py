@@ -10,11 +10,13 @@ in the source schema a user converts (question, answer, speech_tokens), through 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +70,9 @@ def build_once(output_dir: Path, write: Callable[[Path], None], version: int = 1
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
-        write(staging)
+        # A builder's report (prepare_data prints its stats) goes to stderr: stdout is the calling script's result
+        with contextlib.redirect_stdout(sys.stderr):
+            write(staging)
         (staging / COMPLETE_MARKER).write_text(marker)
         if output_dir.exists():
             shutil.rmtree(output_dir)  # an older build of ours (checked above)
