@@ -130,6 +130,17 @@ def test_a_source_asking_for_more_examples_than_it_has_names_its_index(tmp_path)
         training_data(recipe_task(task_args), seed=42)
 
 
+@pytest.mark.parametrize("key, value", [("max_audio_seconds", "10"), ("on_too_long", "reject"),
+                                        ("peak_normalize", "true"), ("enable_thinking", "false"),
+                                        ("silent_clip_for_text_batches", "true")])
+def test_a_source_setting_a_collator_option_is_refused_naming_it(tmp_path, key, value):
+    recipe = write_recipe(tmp_path, "slurp.yaml", f"sources:\n  - input_mode: text\n  - {key}: {value}\n")
+    with pytest.raises(RecipeError, match=rf"^{key} in recipe \S+, sources\[1\]: one collator batches every source, "
+                       rf"so it reads the recipe's {key}, not a source's; set it at the recipe level"):
+        parsed(recipe)
+    parsed(write_recipe(tmp_path, "slurp.yaml", f"{key}: {value}\nsources:\n  - input_mode: text\n"))  # the recipe's
+
+
 def test_apply_overrides_refuses_unknown_keys():
     assert apply_overrides({"a": 1, "b": 2}, {"b": 3}, ["a", "b"]) == {"a": 1, "b": 3}
     with pytest.raises(RecipeError, match=r"unknown option 'lerning_rate' in stage 2; did you mean 'learning_rate'"):

@@ -17,6 +17,7 @@ from typing import Any
 from audio_recipes.config import TaskArguments
 from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.recipe import SOURCE_COUNT_KEYS, source_task_options
 from audio_recipes.tasks import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -145,10 +146,7 @@ def source_examples(task: Task, seed: int, number: int | None = None,
 
 def source_task_args(task_args: TaskArguments, source: dict[str, Any]) -> TaskArguments:
     """A source's task options: its own over the recipe's (checked by the recipe parser)."""
-    options = {key: value for key, value in source.items() if key not in ("num_examples", "fraction")}
-    if options.get("task", task_args.task) != task_args.task and "input_mode" not in options:
-        options["input_mode"] = None  # the source's task's default mode
-    return dataclasses.replace(task_args, **options, sources=None, curriculum=None)
+    return dataclasses.replace(task_args, **source_task_options(task_args.task, source), sources=None, curriculum=None)
 
 
 def training_data(task: Task, seed: int) -> TrainingData:
@@ -158,8 +156,7 @@ def training_data(task: Task, seed: int) -> TrainingData:
     for index, source in enumerate(sources):
         try:
             source_task = task if not source else recipe_task(source_task_args(task.args, source))
-            examples, speech_ids = source_examples(source_task, seed, source.get("num_examples"),
-                                                   source.get("fraction"))
+            examples, speech_ids = source_examples(source_task, seed, *(source.get(key) for key in SOURCE_COUNT_KEYS))
         except (DataError, ValueError) as error:
             if not task.args.sources:
                 raise
