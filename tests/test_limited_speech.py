@@ -141,6 +141,37 @@ def test_a_source_setting_a_collator_option_is_refused_naming_it(tmp_path, key, 
     parsed(write_recipe(tmp_path, "slurp.yaml", f"{key}: {value}\nsources:\n  - input_mode: text\n"))  # the recipe's
 
 
+@pytest.mark.parametrize("extra, message", [
+    ("speech_fraction_rest: drop\n", r"^speech_fraction_rest 'drop' in recipe \S+: it says what becomes"),
+    ("speech_fraction_rest: text\n", r"^speech_fraction_rest 'text' in recipe \S+: it says what becomes"),
+    ("sources:\n  - speech_fraction: 0.5\n  - speech_fraction_rest: drop\n",
+     r"^speech_fraction_rest 'drop' in recipe \S+, sources\[1\]: it says what becomes"),
+    ("curriculum:\n  - speech_fraction: 0\n  - speech_fraction_rest: drop\n",
+     r"^speech_fraction_rest 'drop' in curriculum stage 2 of recipe \S+: it says what becomes"),
+    ("speech_fraction_rest: drop\ncurriculum:\n  - num_train_epochs: 1\n",
+     r"^speech_fraction_rest 'drop' in recipe \S+: it says what becomes"),
+    ("curriculum: []\n", r"^curriculum in recipe \S+ is empty: name at least one stage, or leave it unset"),
+])
+def test_limited_speech_options_without_effect_are_refused(tmp_path, extra, message):
+    with pytest.raises(RecipeError, match=message):
+        parsed(write_recipe(tmp_path, "slurp.yaml", extra))
+
+
+def test_speech_fraction_rest_on_the_command_line_without_speech_fraction_is_refused():
+    with pytest.raises(RecipeError, match=r"^speech_fraction_rest 'drop' on the command line: it says"):
+        parsed(TINY / "slurp.yaml", "--speech_fraction_rest", "drop")
+    assert parsed(TINY / "slurp_speech_fraction.yaml", "--speech_fraction_rest", "drop")[1].speech_fraction_rest == "drop"
+
+
+@pytest.mark.parametrize("extra", [
+    "speech_fraction_rest: drop\nsources:\n  - input_mode: text\n  - speech_fraction: 0.5\n",
+    "speech_fraction_rest: drop\ncurriculum:\n  - speech_fraction: 0\n  - num_train_epochs: 1\n",
+    "sources:\n  - speech_fraction: 0.5\n    speech_fraction_rest: drop\n",
+])
+def test_speech_fraction_rest_is_accepted_where_some_training_data_has_a_speech_fraction(tmp_path, extra):
+    parsed(write_recipe(tmp_path, "slurp.yaml", extra))  # no error
+
+
 def test_apply_overrides_refuses_unknown_keys():
     assert apply_overrides({"a": 1, "b": 2}, {"b": 3}, ["a", "b"]) == {"a": 1, "b": 3}
     with pytest.raises(RecipeError, match=r"unknown option 'lerning_rate' in stage 2; did you mean 'learning_rate'"):
@@ -295,3 +326,7 @@ def test_the_refusal_names_every_sft_data_option_given():
     args = task_args_of("slurp.yaml", speech_fraction=0.1, curriculum=[{"speech_fraction": 0}])
     with pytest.raises(RecipeError, match=r"^speech_fraction, curriculum: only scripts/sft.py reads these; ReST"):
         refuse_sft_data_options(args, "ReST")
+    args = task_args_of("slurp.yaml", speech_fraction=0.1, speech_fraction_rest="drop")
+    with pytest.raises(RecipeError, match=r"^speech_fraction, speech_fraction_rest: only scripts/sft.py reads these"):
+        refuse_sft_data_options(args, "GRPO")
+    refuse_sft_data_options(task_args_of("slurp.yaml"), "GRPO")  # the defaults are no request

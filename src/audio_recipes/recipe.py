@@ -411,6 +411,8 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
 
     _check_values(values, where_of)
     _check_sources(values, where_of("sources"))
+    if values.get("curriculum") == []:
+        raise RecipeError(f"curriculum {where_of('curriculum')} is empty: name at least one stage, or leave it unset")
     for old, new in DEPRECATED_ALIASES:
         if old in values and new in values and values[new] is None and old not in given and old not in recipe:
             values[new] = values[old]  # the default of TRL's old name, under the new one: the same, without a warning
@@ -426,6 +428,12 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     for index, stage in enumerate(values.get("curriculum") or [], start=1):  # every stage checked before any trains
         _check_stage(stage, index, values, recipe_path)
         parse_recipe(dataclass_types, argv, overrides=stage, overrides_name=f"curriculum stage {index}")
+    # Set where no training data it applies to has a speech_fraction: the recipe (every curriculum stage, checked
+    # here) or a stage that sets it itself (checked when the stage is parsed)
+    rest_set_here = overrides if overrides is not None else {**recipe, **dict.fromkeys(given)}
+    runs = [{**values, **stage} for stage in values.get("curriculum") or []] or [values]
+    if "speech_fraction_rest" in rest_set_here and not any(_gives_speech_fraction(run) for run in runs):
+        _refuse_rest_without_speech_fraction(values["speech_fraction_rest"], where_of("speech_fraction_rest"))
     return (*instances, recipe_path) if return_recipe_path else tuple(instances)
 
 
@@ -511,6 +519,8 @@ def _check_sources(values: dict[str, Any], where: str) -> None:
                                   f"{_show(value)}") from None
         merged = {**values, "sources": None, **source_task_options(values.get("task"), options)}
         _check_values(merged, lambda key, at=at: at)
+        if "speech_fraction_rest" in source and merged.get("speech_fraction") is None:
+            _refuse_rest_without_speech_fraction(source["speech_fraction_rest"], at)
         counts = [key for key in SOURCE_COUNT_KEYS if source.get(key) is not None]
         if len(counts) > 1:
             raise RecipeError(f"{at}: num_examples and fraction both set: give one")
@@ -523,6 +533,20 @@ def _check_sources(values: dict[str, Any], where: str) -> None:
         if counts and merged.get("speech_fraction") is not None:
             raise RecipeError(f"{at}: {counts[0]} with speech_fraction: a source either keeps some of its examples or "
                               "chooses which sentences keep their audio; give the subset as its own source")
+
+
+def _gives_speech_fraction(values: dict[str, Any]) -> bool:
+    """Whether the training data these options describe has a speech_fraction: the recipe's, or a source's."""
+    if values.get("sources"):
+        return any(source.get("speech_fraction", values.get("speech_fraction")) is not None
+                   for source in values["sources"])
+    return values.get("speech_fraction") is not None
+
+
+def _refuse_rest_without_speech_fraction(rest: Any, where: str) -> None:
+    raise RecipeError(f"speech_fraction_rest {_show(rest)} {where}: it says what becomes of the sentences "
+                      "speech_fraction keeps no audio of, and no speech_fraction is set there (nor in a source or "
+                      "curriculum stage it applies to): set speech_fraction, or remove speech_fraction_rest")
 
 
 def recipe_dict(*instances) -> dict[str, Any]:

@@ -24,12 +24,14 @@ logger = logging.getLogger(__name__)
 
 SPEECH_IDS_FILE = "speech_ids.json"
 # Options that choose what supervised fine-tuning trains on; GRPO and ReST sample from the task's own rows
-SFT_DATA_OPTIONS = ("speech_fraction", "sources", "curriculum")
+SFT_DATA_OPTIONS = ("speech_fraction", "speech_fraction_rest", "sources", "curriculum")
 
 
 def refuse_sft_data_options(task_args: TaskArguments, runner: str) -> None:
-    """A recipe setting speech_fraction, sources or curriculum for a runner that would ignore them fails, naming them."""
-    given = [name for name in SFT_DATA_OPTIONS if getattr(task_args, name) is not None]
+    """A recipe setting speech_fraction, speech_fraction_rest, sources or curriculum for a runner that would ignore
+    them fails, naming them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TaskArguments)}
+    given = [name for name in SFT_DATA_OPTIONS if getattr(task_args, name) != defaults[name]]
     if given:
         raise RecipeError(f"{', '.join(given)}: only scripts/sft.py reads {'these' if len(given) > 1 else 'this'}; "
                           f"{runner} samples from the task's training rows (remove {'them' if len(given) > 1 else 'it'}"
