@@ -14,7 +14,12 @@ from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines import curriculum as curriculum_module
 from audio_recipes.pipelines.curriculum import run_curriculum
 from audio_recipes.pipelines.data import recipe_task
-from audio_recipes.pipelines.mixture import refuse_sft_data_options, stratified_choice, training_data
+from audio_recipes.pipelines.mixture import (
+    count_of,
+    refuse_sft_data_options,
+    stratified_choice,
+    training_data,
+)
 from audio_recipes.pipelines.sft import build_trainer, run_sft
 from audio_recipes.recipe import apply_overrides, parse_recipe
 from audio_recipes.testing.tiny_models import ensure_tiny_model
@@ -139,6 +144,32 @@ def test_a_source_setting_a_collator_option_is_refused_naming_it(tmp_path, key, 
                        rf"so it reads the recipe's {key}, not a source's; set it at the recipe level"):
         parsed(recipe)
     parsed(write_recipe(tmp_path, "slurp.yaml", f"{key}: {value}\nsources:\n  - input_mode: text\n"))  # the recipe's
+
+
+def test_fractions_round_half_up_exactly():
+    # In floats these four are just below the half (0.145 x 100 = 14.499999999999998) and rounded down
+    assert [count_of(f, 100) for f in (0.145, 0.285, 0.565, 0.575)] == [15, 29, 57, 58]
+    for total in (100, 200, 1000, 11514):  # every k/1000 against integer arithmetic: floor(k x n / 1000 + 1/2)
+        assert [count_of(k / 1000, total) for k in range(1001)] == [(2 * k * total + 1000) // 2000
+                                                                    for k in range(1001)]
+    data = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.145,
+                                                  max_train_samples=100)), seed=42)
+    assert data.speech_ids[0]["sentences"] == 100 and data.speech_ids[0]["speech_sentences"] == 15
+
+
+def test_a_positive_fraction_that_gives_no_example_is_refused_with_the_smallest_that_gives_one(tmp_path):
+    with pytest.raises(DataError, match=r"^speech_fraction 0.001 of the 200 training sentences of task slurp "
+                       r"\(data/tiny/slurp/train.jsonl\) gives 0 sentences \(0.001 x 200 = 0.2, rounded half up\): "
+                       r"the smallest speech_fraction that gives one is 0.0025$"):
+        training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.001)), seed=42)
+    smallest = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.0025)), seed=42)
+    assert smallest.summary["speech_examples"] == 1
+    zero = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.0)), seed=42)
+    assert zero.summary["speech_examples"] == 0  # 0 stays text only
+    sources = parsed(write_recipe(tmp_path, "slurp.yaml", "sources:\n  - fraction: 0.001\n"))[1]
+    with pytest.raises(DataError, match=r"^sources\[0\] \(task slurp\): fraction 0.001 of the 200 training examples "
+                       r"of task slurp .* gives 0 examples .*: the smallest fraction that gives one is 0.0025$"):
+        training_data(recipe_task(sources), seed=42)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -12,6 +12,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from audio_recipes.config import TaskArguments
@@ -64,8 +65,21 @@ class TrainingData:
         return counts
 
 
-def round_half_up(value: float) -> int:
-    return math.floor(value + 0.5)
+def count_of(fraction: float, total: int) -> int:
+    """round(fraction x total), halves up, in exact decimal arithmetic: in floats 0.145 x 100 is 14.4999..., here
+    14.5, which gives 15."""
+    return int((Decimal(str(fraction)) * total).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def refuse_count_of_zero(key: str, fraction: float, total: int, what: str, where: str) -> None:
+    """A positive `fraction` (option `key`) of `total` `what` that rounds to none fails, with the smallest fraction
+    that gives one (0.5 / total, rounded up to 3 significant digits so that it still does)."""
+    if fraction > 0 and count_of(fraction, total) == 0:
+        smallest = Context(prec=3, rounding=ROUND_CEILING).divide(Decimal(1), Decimal(2 * total))
+        product = (Decimal(str(fraction)) * total).normalize()
+        raise DataError(f"{key} {fraction} of the {total} training {what} of {where} gives 0 {what} ({fraction} x "
+                        f"{total} = {product:f}, rounded half up): the smallest {key} that gives one is "
+                        f"{smallest.normalize():f}")
 
 
 def stratified_choice(strata: dict[str, str | None], count: int, seed: int) -> set[str]:
@@ -99,7 +113,9 @@ def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict
     text_task = task_with(task, input_mode="text", speech_fraction=None)
     text = text_task.examples("train")  # max_train_samples counts sentences here
     sentences = {text_task.sentence_id(example): text_task.stratum(example) for example in text}
-    chosen = stratified_choice(sentences, round_half_up(fraction * len(sentences)), seed)
+    refuse_count_of_zero("speech_fraction", fraction, len(sentences), "sentences",
+                         f"task {task.name} ({task.data_source('train')})")
+    chosen = stratified_choice(sentences, count_of(fraction, len(sentences)), seed)
     speech_by_sentence: dict[str, list[Example]] = defaultdict(list)
     if chosen:
         speech_task = task_with(task, speech_fraction=None, max_train_samples=None)
@@ -133,10 +149,12 @@ def source_examples(task: Task, seed: int, number: int | None = None,
     examples = task.examples("train")
     if number is None and fraction is None:
         return examples, None
-    count = number if number is not None else round_half_up(fraction * len(examples))
+    if fraction is not None:
+        refuse_count_of_zero("fraction", fraction, len(examples), "examples",
+                             f"task {task.name} ({task.data_source('train')})")
+    count = number if number is not None else count_of(fraction, len(examples))
     if not 1 <= count <= len(examples):
-        asked = f"num_examples {number}" if number is not None else f"fraction {fraction} ({count} examples)"
-        raise DataError(f"{asked} of task {task.name}'s {len(examples)} training examples "
+        raise DataError(f"num_examples {number} of task {task.name}'s {len(examples)} training examples "
                         f"({task.data_source('train')}): expected 1 to {len(examples)}")
     ids = [example.id for example in examples]
     if len(set(ids)) != len(ids):
