@@ -75,6 +75,27 @@ def test_speech_fraction_keeps_the_audio_of_a_stratified_deterministic_five_perc
     assert [example.id for example in only.examples] == [example.id for example in speech]  # the same 5 %
 
 
+@pytest.mark.parametrize("recipe, extra", [("slurp_speech_fraction.yaml", {}),
+                                           ("slurp.yaml", {"sources": [{"num_examples": 10}]})])
+def test_only_the_audio_of_the_rows_kept_is_checked(tmp_path, recipe, extra):
+    args = task_args_of(recipe, **extra)
+    full = training_data(recipe_task(args), seed=42)
+    used = sorted(Path(example.audio).name for example in full.examples if example.audio)
+    assert len(used) == 10 and len(list(Path(args.audio_dir).iterdir())) > 100
+    audio = tmp_path / "audio"  # only the kept rows' recordings
+    audio.mkdir()
+    for name in used:
+        (audio / name).symlink_to(Path(args.audio_dir, name).resolve())
+    only_used = dataclasses.replace(args, audio_dir=str(audio))
+    data = training_data(recipe_task(only_used), seed=42)
+    assert [(e.id, e.audio and Path(e.audio).name) for e in data.examples] == [
+        (e.id, e.audio and Path(e.audio).name) for e in full.examples]
+    assert data.speech_ids == full.speech_ids
+    (audio / used[3]).unlink()
+    with pytest.raises(DataError, match=rf"1 of 10 audio files cannot be used: row '{used[3]}': \S+: not found"):
+        training_data(recipe_task(only_used), seed=42)
+
+
 def test_speech_fraction_zero_is_text_only_and_one_is_all_audio():
     rows = lambda examples: [example.to_row() for example in examples]  # noqa: E731
     text = recipe_task(task_args_of("slurp_speech_fraction.yaml", input_mode="text", speech_fraction=None))

@@ -20,6 +20,7 @@ from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.recipe import SOURCE_COUNT_KEYS, source_task_options
 from audio_recipes.tasks import Example, Task
+from audio_recipes.tasks.base import check_audio_files
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +102,12 @@ def stratified_choice(strata: dict[str, str | None], count: int, seed: int) -> s
     return chosen
 
 
-def task_with(task: Task, **changes: Any) -> Task:
-    """The same task with some options changed (another input mode, no limit, ...)."""
-    return type(task)(dataclasses.replace(task.args, **changes))
+def task_with(task: Task, checks_audio_on_load: bool = True, **changes: Any) -> Task:
+    """The same task with some options changed (another input mode, no limit, ...); with checks_audio_on_load
+    False, its rows' audio files are left for the caller to check (those of the rows it keeps)."""
+    changed = type(task)(dataclasses.replace(task.args, **changes))
+    changed.checks_audio_on_load = checks_audio_on_load
+    return changed
 
 
 def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict[str, Any]]:
@@ -117,8 +121,8 @@ def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict
                          f"task {task.name} ({task.data_source('train')})")
     chosen = stratified_choice(sentences, count_of(fraction, len(sentences)), seed)
     speech_by_sentence: dict[str, list[Example]] = defaultdict(list)
-    if chosen:
-        speech_task = task_with(task, speech_fraction=None, max_train_samples=None)
+    if chosen:  # the chosen sentences' recordings are the audio read: only theirs are checked (below)
+        speech_task = task_with(task, checks_audio_on_load=False, speech_fraction=None, max_train_samples=None)
         for example in speech_task.examples("train"):
             speech_by_sentence[speech_task.sentence_id(example)].append(example)
     missing = sorted(chosen - set(speech_by_sentence))
@@ -132,6 +136,7 @@ def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict
             examples.extend(speech_by_sentence.pop(sentence, []))  # a sentence's recordings once
         elif task.args.speech_fraction_rest == "text":
             examples.append(example)
+    check_audio_files(examples, task.data_source("train"), task.args)
     by_stratum = Counter(str(sentences[sentence]) for sentence in chosen)
     record = {"task": task.name, "input_mode": task.args.input_mode, "speech_fraction": fraction,
               "speech_fraction_rest": task.args.speech_fraction_rest, "seed": seed, "sentences": len(sentences),
@@ -146,9 +151,9 @@ def source_examples(task: Task, seed: int, number: int | None = None,
     chosen by seed and stratified by scenario; and its speech ids record where it has a speech_fraction."""
     if task.args.speech_fraction is not None:
         return speech_fraction_examples(task, seed)
-    examples = task.examples("train")
     if number is None and fraction is None:
-        return examples, None
+        return task.examples("train"), None
+    examples = task_with(task, checks_audio_on_load=False).examples("train")  # the kept rows' audio checked below
     if fraction is not None:
         refuse_count_of_zero("fraction", fraction, len(examples), "examples",
                              f"task {task.name} ({task.data_source('train')})")
@@ -161,7 +166,9 @@ def source_examples(task: Task, seed: int, number: int | None = None,
         raise DataError(f"task {task.name}'s training data ({task.data_source('train')}) repeats example ids: a "
                         "subset chosen by id needs them unique")
     kept = stratified_choice({example.id: task.stratum(example) for example in examples}, count, seed)
-    return [example for example in examples if example.id in kept], None
+    examples = [example for example in examples if example.id in kept]
+    check_audio_files(examples, task.data_source("train"), task.args)
+    return examples, None
 
 
 def source_task_args(task_args: TaskArguments, source: dict[str, Any]) -> TaskArguments:
