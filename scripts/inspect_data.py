@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Show exactly what the model sees: `scripts/inspect_data.py RECIPE.yaml --num_samples N [--save_path F]`.
 
-For each example: the rendered prompt, the target, and the text of the tokens that carry loss
+The training split is read as scripts/sft.py reads it (sources, speech_fraction, seed): the rows shown are
+rows trained on. For each example: the rendered prompt, the target, and the text of the tokens that carry loss
 (special tokens included). --save_path writes JSON lines with the keys prompt, target, loss_text.
 """
 
@@ -13,10 +14,11 @@ from audio_recipes.recipe import parse_recipe
 
 
 def main() -> None:
-    model_args, task_args, _, _, inspect_args = parse_recipe(
+    model_args, task_args, training_args, _, inspect_args = parse_recipe(
         (ModelArguments, TaskArguments, SFTConfig, EvalArguments, InspectArguments), description=__doc__
     )
-    for number, record in enumerate(inspect_examples(model_args, task_args, inspect_args), start=1):
+    records = inspect_examples(model_args, task_args, inspect_args, seed=training_args.seed)
+    for number, record in enumerate(records, start=1):
         print(f"===== example {number}: {record['id']} (audio: {record['audio']})")
         print("----- prompt\n" + record["prompt"])
         print("----- target\n" + record["target"])

@@ -3,6 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from audio_recipes.config import EvalArguments, InspectArguments, ModelArguments, SFTConfig, TaskArguments
+from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.inspect import inspect_examples
+from audio_recipes.pipelines.mixture import training_data
+from audio_recipes.recipe import parse_recipe
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,3 +29,18 @@ def test_inspect_data_shows_prompt_target_and_loss_tokens(tmp_path):
         assert record["prompt"].count("<|AUDIO|>") > 10  # the placeholder is expanded per clip
         json.loads(record["target"])
     assert "tokens carrying loss" in result.stdout
+
+
+def test_inspect_shows_the_training_rows_as_training_reads_them_text_rows_as_text():
+    ensure_tiny_model("qwen2-audio")
+    types = (ModelArguments, TaskArguments, SFTConfig, EvalArguments, InspectArguments)
+    model_args, task_args, training_args, _, inspect_args = parse_recipe(
+        types, [str(ROOT / "recipes/tiny/slurp_speech_fraction.yaml"), "--speech_fraction", "0.5", "--num_samples", "12"])
+    records = list(inspect_examples(model_args, task_args, inspect_args, seed=training_args.seed))
+    trained = training_data(recipe_task(task_args), seed=training_args.seed).examples[:12]
+    assert [(record["id"], record["audio"]) for record in records] == [(e.id, e.audio) for e in trained]
+    text = [record for record in records if record["audio"] is None]
+    speech = [record for record in records if record["audio"] is not None]
+    assert text and speech
+    assert all("<|AUDIO|>" not in record["prompt"] for record in text)
+    assert all(record["prompt"].count("<|AUDIO|>") > 10 for record in speech)

@@ -14,7 +14,12 @@ from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines import curriculum as curriculum_module
 from audio_recipes.pipelines.curriculum import run_curriculum
 from audio_recipes.pipelines.data import recipe_task
-from audio_recipes.pipelines.mixture import refuse_sft_data_options, stratified_choice, training_data
+from audio_recipes.pipelines.mixture import (
+    count_of,
+    refuse_sft_data_options,
+    stratified_choice,
+    training_data,
+)
 from audio_recipes.pipelines.sft import build_trainer, run_sft
 from audio_recipes.recipe import apply_overrides, parse_recipe
 from audio_recipes.testing.tiny_models import ensure_tiny_model
@@ -68,6 +73,27 @@ def test_speech_fraction_keeps_the_audio_of_a_stratified_deterministic_five_perc
     assert other["speech_sentences_by_scenario"] == record["speech_sentences_by_scenario"]
     only = training_data(recipe_task(task_args_of("slurp_speech_only.yaml")), seed=42)
     assert [example.id for example in only.examples] == [example.id for example in speech]  # the same 5 %
+
+
+@pytest.mark.parametrize("recipe, extra", [("slurp_speech_fraction.yaml", {}),
+                                           ("slurp.yaml", {"sources": [{"num_examples": 10}]})])
+def test_only_the_audio_of_the_rows_kept_is_checked(tmp_path, recipe, extra):
+    args = task_args_of(recipe, **extra)
+    full = training_data(recipe_task(args), seed=42)
+    used = sorted(Path(example.audio).name for example in full.examples if example.audio)
+    assert len(used) == 10 and len(list(Path(args.audio_dir).iterdir())) > 100
+    audio = tmp_path / "audio"  # only the kept rows' recordings
+    audio.mkdir()
+    for name in used:
+        (audio / name).symlink_to(Path(args.audio_dir, name).resolve())
+    only_used = dataclasses.replace(args, audio_dir=str(audio))
+    data = training_data(recipe_task(only_used), seed=42)
+    assert [(e.id, e.audio and Path(e.audio).name) for e in data.examples] == [
+        (e.id, e.audio and Path(e.audio).name) for e in full.examples]
+    assert data.speech_ids == full.speech_ids
+    (audio / used[3]).unlink()
+    with pytest.raises(DataError, match=rf"1 of 10 audio files cannot be used: row '{used[3]}': \S+: not found"):
+        training_data(recipe_task(only_used), seed=42)
 
 
 def test_speech_fraction_zero_is_text_only_and_one_is_all_audio():
@@ -128,6 +154,74 @@ def test_a_source_asking_for_more_examples_than_it_has_names_its_index(tmp_path)
     task_args = parsed(recipe)[1]
     with pytest.raises(DataError, match=r"sources\[1\] \(task slurp\): num_examples 500 of task slurp's 200 training"):
         training_data(recipe_task(task_args), seed=42)
+
+
+@pytest.mark.parametrize("key, value", [("max_audio_seconds", "10"), ("on_too_long", "reject"),
+                                        ("peak_normalize", "true"), ("enable_thinking", "false"),
+                                        ("silent_clip_for_text_batches", "true")])
+def test_a_source_setting_a_collator_option_is_refused_naming_it(tmp_path, key, value):
+    recipe = write_recipe(tmp_path, "slurp.yaml", f"sources:\n  - input_mode: text\n  - {key}: {value}\n")
+    with pytest.raises(RecipeError, match=rf"^{key} in recipe \S+, sources\[1\]: one collator batches every source, "
+                       rf"so it reads the recipe's {key}, not a source's; set it at the recipe level"):
+        parsed(recipe)
+    parsed(write_recipe(tmp_path, "slurp.yaml", f"{key}: {value}\nsources:\n  - input_mode: text\n"))  # the recipe's
+
+
+def test_fractions_round_half_up_exactly():
+    # In floats these four are just below the half (0.145 x 100 = 14.499999999999998) and rounded down
+    assert [count_of(f, 100) for f in (0.145, 0.285, 0.565, 0.575)] == [15, 29, 57, 58]
+    for total in (100, 200, 1000, 11514):  # every k/1000 against integer arithmetic: floor(k x n / 1000 + 1/2)
+        assert [count_of(k / 1000, total) for k in range(1001)] == [(2 * k * total + 1000) // 2000
+                                                                    for k in range(1001)]
+    data = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.145,
+                                                  max_train_samples=100)), seed=42)
+    assert data.speech_ids[0]["sentences"] == 100 and data.speech_ids[0]["speech_sentences"] == 15
+
+
+def test_a_positive_fraction_that_gives_no_example_is_refused_with_the_smallest_that_gives_one(tmp_path):
+    with pytest.raises(DataError, match=r"^speech_fraction 0.001 of the 200 training sentences of task slurp "
+                       r"\(data/tiny/slurp/train.jsonl\) gives 0 sentences \(0.001 x 200 = 0.2, rounded half up\): "
+                       r"the smallest speech_fraction that gives one is 0.0025$"):
+        training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.001)), seed=42)
+    smallest = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.0025)), seed=42)
+    assert smallest.summary["speech_examples"] == 1
+    zero = training_data(recipe_task(task_args_of("slurp_speech_fraction.yaml", speech_fraction=0.0)), seed=42)
+    assert zero.summary["speech_examples"] == 0  # 0 stays text only
+    sources = parsed(write_recipe(tmp_path, "slurp.yaml", "sources:\n  - fraction: 0.001\n"))[1]
+    with pytest.raises(DataError, match=r"^sources\[0\] \(task slurp\): fraction 0.001 of the 200 training examples "
+                       r"of task slurp .* gives 0 examples .*: the smallest fraction that gives one is 0.0025$"):
+        training_data(recipe_task(sources), seed=42)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("speech_fraction_rest: drop\n", r"^speech_fraction_rest 'drop' in recipe \S+: it says what becomes"),
+    ("speech_fraction_rest: text\n", r"^speech_fraction_rest 'text' in recipe \S+: it says what becomes"),
+    ("sources:\n  - speech_fraction: 0.5\n  - speech_fraction_rest: drop\n",
+     r"^speech_fraction_rest 'drop' in recipe \S+, sources\[1\]: it says what becomes"),
+    ("curriculum:\n  - speech_fraction: 0\n  - speech_fraction_rest: drop\n",
+     r"^speech_fraction_rest 'drop' in curriculum stage 2 of recipe \S+: it says what becomes"),
+    ("speech_fraction_rest: drop\ncurriculum:\n  - num_train_epochs: 1\n",
+     r"^speech_fraction_rest 'drop' in recipe \S+: it says what becomes"),
+    ("curriculum: []\n", r"^curriculum in recipe \S+ is empty: name at least one stage, or leave it unset"),
+])
+def test_limited_speech_options_without_effect_are_refused(tmp_path, extra, message):
+    with pytest.raises(RecipeError, match=message):
+        parsed(write_recipe(tmp_path, "slurp.yaml", extra))
+
+
+def test_speech_fraction_rest_on_the_command_line_without_speech_fraction_is_refused():
+    with pytest.raises(RecipeError, match=r"^speech_fraction_rest 'drop' on the command line: it says"):
+        parsed(TINY / "slurp.yaml", "--speech_fraction_rest", "drop")
+    assert parsed(TINY / "slurp_speech_fraction.yaml", "--speech_fraction_rest", "drop")[1].speech_fraction_rest == "drop"
+
+
+@pytest.mark.parametrize("extra", [
+    "speech_fraction_rest: drop\nsources:\n  - input_mode: text\n  - speech_fraction: 0.5\n",
+    "speech_fraction_rest: drop\ncurriculum:\n  - speech_fraction: 0\n  - num_train_epochs: 1\n",
+    "sources:\n  - speech_fraction: 0.5\n    speech_fraction_rest: drop\n",
+])
+def test_speech_fraction_rest_is_accepted_where_some_training_data_has_a_speech_fraction(tmp_path, extra):
+    parsed(write_recipe(tmp_path, "slurp.yaml", extra))  # no error
 
 
 def test_apply_overrides_refuses_unknown_keys():
@@ -284,3 +378,7 @@ def test_the_refusal_names_every_sft_data_option_given():
     args = task_args_of("slurp.yaml", speech_fraction=0.1, curriculum=[{"speech_fraction": 0}])
     with pytest.raises(RecipeError, match=r"^speech_fraction, curriculum: only scripts/sft.py reads these; ReST"):
         refuse_sft_data_options(args, "ReST")
+    args = task_args_of("slurp.yaml", speech_fraction=0.1, speech_fraction_rest="drop")
+    with pytest.raises(RecipeError, match=r"^speech_fraction, speech_fraction_rest: only scripts/sft.py reads these"):
+        refuse_sft_data_options(args, "GRPO")
+    refuse_sft_data_options(task_args_of("slurp.yaml"), "GRPO")  # the defaults are no request

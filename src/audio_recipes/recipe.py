@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from audio_recipes.audio import ON_TOO_LONG_CHOICES
+from audio_recipes.collators import COLLATOR_TASK_OPTIONS
 from audio_recipes.config import TaskArguments, evaluation_argument_types
 from audio_recipes.decoding import DECODING_MODES
 from audio_recipes.errors import RecipeError
@@ -316,24 +317,26 @@ def _check_values(values: dict[str, Any], where_of) -> None:
         if lacking:
             raise RecipeError(f"evaluation_recipe {evaluation_recipe} {where_of('evaluation_recipe')} has options "
                               f"scripts/evaluate.py does not take ({', '.join(lacking)}): name an evaluation recipe")
-    fraction = values.get("text_only_fraction")
-    if fraction and "input_mode" in values:
-        modes = TASKS.get(values["task"]).input_modes
-        if "text" not in modes or values["input_mode"] == "text":
-            raise RecipeError(f"text_only_fraction {fraction} {where_of('text_only_fraction')} adds text-only rows to "
-                              f"audio ones: it needs a task with a 'text' input mode (task {values['task']} has "
-                              f"{', '.join(modes)}) and an audio input_mode (input_mode is {values['input_mode']!r})")
-    speech = values.get("speech_fraction")
-    if speech is not None and values.get("task") in TASKS:
-        modes = TASKS.get(values["task"]).input_modes
-        if "text" not in modes or values.get("input_mode") == "text":
-            raise RecipeError(f"speech_fraction {speech} {where_of('speech_fraction')} keeps the audio of some sentences "
-                              f"and gives the others as text: it needs a task with a 'text' input mode (task "
-                              f"{values['task']} has {', '.join(modes)}) and an audio input_mode (input_mode is "
-                              f"{values.get('input_mode')!r})")
+    fraction, speech = values.get("text_only_fraction"), values.get("speech_fraction")
+    if fraction:
+        _check_text_and_audio_modes(values, "text_only_fraction", where_of, "adds text-only rows to audio ones")
+    if speech is not None:
+        _check_text_and_audio_modes(values, "speech_fraction", where_of,
+                                    "keeps the audio of some sentences and gives the others as text")
         if fraction:
             raise RecipeError(f"speech_fraction and text_only_fraction {where_of('speech_fraction')}: both decide "
                               "which rows are text; set one")
+
+
+def _check_text_and_audio_modes(values: dict[str, Any], key: str, where_of, what: str) -> None:
+    """`key` mixes text rows with audio ones: its task needs a 'text' input mode and the recipe an audio one."""
+    if values.get("task") not in TASKS or "input_mode" not in values:
+        return
+    modes = TASKS.get(values["task"]).input_modes
+    if "text" not in modes or values["input_mode"] == "text":
+        raise RecipeError(f"{key} {values[key]} {where_of(key)} {what}: it needs a task with a 'text' input mode "
+                          f"(task {values['task']} has {', '.join(modes)}) and an audio input_mode (input_mode is "
+                          f"{values['input_mode']!r})")
 
 
 # transformers 5 renamed these; TRL's configs still give the old names a default (gradient_checkpointing: true), which
@@ -402,8 +405,14 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     namespace = parser.parse_args(argv)
     values = {name: getattr(namespace, name) for name in fields}
     given = {parser.option_action(option[2:]).dest for option in _command_line_options(argv)}
-    _check_values(values, lambda key: "on the command line" if key in given else in_recipe)
-    _check_sources(values, "on the command line" if "sources" in given else in_recipe)
+
+    def where_of(key: str) -> str:
+        return "on the command line" if key in given else in_recipe
+
+    _check_values(values, where_of)
+    _check_sources(values, where_of("sources"))
+    if values.get("curriculum") == []:
+        raise RecipeError(f"curriculum {where_of('curriculum')} is empty: name at least one stage, or leave it unset")
     for old, new in DEPRECATED_ALIASES:
         if old in values and new in values and values[new] is None and old not in given and old not in recipe:
             values[new] = values[old]  # the default of TRL's old name, under the new one: the same, without a warning
@@ -419,6 +428,12 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     for index, stage in enumerate(values.get("curriculum") or [], start=1):  # every stage checked before any trains
         _check_stage(stage, index, values, recipe_path)
         parse_recipe(dataclass_types, argv, overrides=stage, overrides_name=f"curriculum stage {index}")
+    # Set where no training data it applies to has a speech_fraction: the recipe (every curriculum stage, checked
+    # here) or a stage that sets it itself (checked when the stage is parsed)
+    rest_set_here = overrides if overrides is not None else {**recipe, **dict.fromkeys(given)}
+    runs = [{**values, **stage} for stage in values.get("curriculum") or []] or [values]
+    if "speech_fraction_rest" in rest_set_here and not any(_gives_speech_fraction(run) for run in runs):
+        _refuse_rest_without_speech_fraction(values["speech_fraction_rest"], where_of("speech_fraction_rest"))
     return (*instances, recipe_path) if return_recipe_path else tuple(instances)
 
 
@@ -460,6 +475,15 @@ RECIPE_ONLY_TASK_KEYS = ("eval_file", "test_file", "eval_split", "test_split", "
                          "test_dataset_name", "sources", "curriculum")
 
 
+def source_task_options(recipe_task: str | None, source: dict[str, Any]) -> dict[str, Any]:
+    """A source's task options, to go over the recipe's: its count keys left out; a source of another task takes
+    that task's default input mode unless it names one."""
+    options = {key: value for key, value in source.items() if key not in SOURCE_COUNT_KEYS}
+    if options.get("task", recipe_task) != recipe_task and "input_mode" not in options:
+        options["input_mode"] = None
+    return options
+
+
 def _check_sources(values: dict[str, Any], where: str) -> None:
     """Each training source: a mapping of task options (over the recipe's) that parse as the recipe's do, and at
     most one of num_examples / fraction. Errors name the source's index and key."""
@@ -469,29 +493,34 @@ def _check_sources(values: dict[str, Any], where: str) -> None:
     if not sources:
         raise RecipeError(f"sources {where} is empty: name at least one source, or leave it unset")
     hints = typing.get_type_hints(TaskArguments)
-    allowed = sorted([key for key in hints if key not in RECIPE_ONLY_TASK_KEYS] + list(SOURCE_COUNT_KEYS))
+    allowed = sorted([key for key in hints if key not in RECIPE_ONLY_TASK_KEYS + COLLATOR_TASK_OPTIONS]
+                     + list(SOURCE_COUNT_KEYS))
     for index, source in enumerate(sources):
         at = f"{where}, sources[{index}]"
         if not isinstance(source, dict):
             raise RecipeError(f"{at}: expected a mapping of task options (task, train_file, input_mode, ...), got "
                               f"{_show(source)}")
-        merged = {**values, "sources": None}
-        if source.get("task", values.get("task")) != values.get("task"):
-            merged["input_mode"] = None  # another task's own default mode unless the source names one
+        options = {}
         for key, value in source.items():
             if key in RECIPE_ONLY_TASK_KEYS:
                 raise RecipeError(f"{key} {at}: it is the recipe's own (evaluation reads the recipe's data), not a "
                                   "source's")
+            if key in COLLATOR_TASK_OPTIONS:
+                raise RecipeError(f"{key} {at}: one collator batches every source, so it reads the recipe's "
+                                  f"{key}, not a source's; set it at the recipe level")
             if key not in allowed:
                 raise RecipeError(unknown_key_message(key, allowed, at))
             if key in SOURCE_COUNT_KEYS:
                 continue
             try:
-                merged[key] = _conform(value, hints[key])
+                options[key] = _conform(value, hints[key])
             except _Mismatch:
                 raise RecipeError(f"invalid value for {key} {at}: expected {_describe(hints[key])}, got "
                                   f"{_show(value)}") from None
+        merged = {**values, "sources": None, **source_task_options(values.get("task"), options)}
         _check_values(merged, lambda key, at=at: at)
+        if "speech_fraction_rest" in source and merged.get("speech_fraction") is None:
+            _refuse_rest_without_speech_fraction(source["speech_fraction_rest"], at)
         counts = [key for key in SOURCE_COUNT_KEYS if source.get(key) is not None]
         if len(counts) > 1:
             raise RecipeError(f"{at}: num_examples and fraction both set: give one")
@@ -504,6 +533,20 @@ def _check_sources(values: dict[str, Any], where: str) -> None:
         if counts and merged.get("speech_fraction") is not None:
             raise RecipeError(f"{at}: {counts[0]} with speech_fraction: a source either keeps some of its examples or "
                               "chooses which sentences keep their audio; give the subset as its own source")
+
+
+def _gives_speech_fraction(values: dict[str, Any]) -> bool:
+    """Whether the training data these options describe has a speech_fraction: the recipe's, or a source's."""
+    if values.get("sources"):
+        return any(source.get("speech_fraction", values.get("speech_fraction")) is not None
+                   for source in values["sources"])
+    return values.get("speech_fraction") is not None
+
+
+def _refuse_rest_without_speech_fraction(rest: Any, where: str) -> None:
+    raise RecipeError(f"speech_fraction_rest {_show(rest)} {where}: it says what becomes of the sentences "
+                      "speech_fraction keeps no audio of, and no speech_fraction is set there (nor in a source or "
+                      "curriculum stage it applies to): set speech_fraction, or remove speech_fraction_rest")
 
 
 def recipe_dict(*instances) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.hub import resolve_model
 from audio_recipes.models import load_processor
 from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.pipelines.mixture import training_data
 
 
 def loss_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
@@ -22,13 +23,18 @@ def loss_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
                             skip_special_tokens=False)
 
 
-def inspect_examples(model_args: ModelArguments, task_args: TaskArguments, inspect_args) -> Iterator[dict[str, Any]]:
+def inspect_examples(model_args: ModelArguments, task_args: TaskArguments, inspect_args,
+                     seed: int) -> Iterator[dict[str, Any]]:
+    """The first num_samples examples of the split as the model sees them; the training split as training reads it
+    (its sources and speech_fraction, chosen with `seed`), so that the rows shown are the rows trained on."""
     resolved = resolve_model(model_args.model_name_or_path, revision=model_args.model_revision)
     processor = load_processor(model_args.processor_name_or_path or resolved.processor_source,
                                model_type=AutoConfig.from_pretrained(resolved.base_model).model_type)
     collator = build_collator(processor, task_args, with_completion=True)
     task = recipe_task(task_args)
-    examples = task.examples(inspect_args.inspect_split)[: inspect_args.num_samples]
+    split = inspect_args.inspect_split
+    examples = training_data(task, seed).examples if split == "train" else task.examples(split)
+    examples = examples[: inspect_args.num_samples]
     records = []
     for example in examples:
         row = example.to_row()

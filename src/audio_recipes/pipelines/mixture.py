@@ -12,23 +12,28 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from audio_recipes.config import TaskArguments
 from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines.data import recipe_task
+from audio_recipes.recipe import SOURCE_COUNT_KEYS, source_task_options
 from audio_recipes.tasks import Example, Task
+from audio_recipes.tasks.base import check_audio_files
 
 logger = logging.getLogger(__name__)
 
 SPEECH_IDS_FILE = "speech_ids.json"
 # Options that choose what supervised fine-tuning trains on; GRPO and ReST sample from the task's own rows
-SFT_DATA_OPTIONS = ("speech_fraction", "sources", "curriculum")
+SFT_DATA_OPTIONS = ("speech_fraction", "speech_fraction_rest", "sources", "curriculum")
 
 
 def refuse_sft_data_options(task_args: TaskArguments, runner: str) -> None:
-    """A recipe setting speech_fraction, sources or curriculum for a runner that would ignore them fails, naming them."""
-    given = [name for name in SFT_DATA_OPTIONS if getattr(task_args, name) is not None]
+    """A recipe setting speech_fraction, speech_fraction_rest, sources or curriculum for a runner that would ignore
+    them fails, naming them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TaskArguments)}
+    given = [name for name in SFT_DATA_OPTIONS if getattr(task_args, name) != defaults[name]]
     if given:
         raise RecipeError(f"{', '.join(given)}: only scripts/sft.py reads {'these' if len(given) > 1 else 'this'}; "
                           f"{runner} samples from the task's training rows (remove {'them' if len(given) > 1 else 'it'}"
@@ -61,8 +66,21 @@ class TrainingData:
         return counts
 
 
-def round_half_up(value: float) -> int:
-    return math.floor(value + 0.5)
+def count_of(fraction: float, total: int) -> int:
+    """round(fraction x total), halves up, in exact decimal arithmetic: in floats 0.145 x 100 is 14.4999..., here
+    14.5, which gives 15."""
+    return int((Decimal(str(fraction)) * total).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def refuse_count_of_zero(key: str, fraction: float, total: int, what: str, where: str) -> None:
+    """A positive `fraction` (option `key`) of `total` `what` that rounds to none fails, with the smallest fraction
+    that gives one (0.5 / total, rounded up to 3 significant digits so that it still does)."""
+    if fraction > 0 and count_of(fraction, total) == 0:
+        smallest = Context(prec=3, rounding=ROUND_CEILING).divide(Decimal(1), Decimal(2 * total))
+        product = (Decimal(str(fraction)) * total).normalize()
+        raise DataError(f"{key} {fraction} of the {total} training {what} of {where} gives 0 {what} ({fraction} x "
+                        f"{total} = {product:f}, rounded half up): the smallest {key} that gives one is "
+                        f"{smallest.normalize():f}")
 
 
 def stratified_choice(strata: dict[str, str | None], count: int, seed: int) -> set[str]:
@@ -84,9 +102,12 @@ def stratified_choice(strata: dict[str, str | None], count: int, seed: int) -> s
     return chosen
 
 
-def task_with(task: Task, **changes: Any) -> Task:
-    """The same task with some options changed (another input mode, no limit, ...)."""
-    return type(task)(dataclasses.replace(task.args, **changes))
+def task_with(task: Task, checks_audio_on_load: bool = True, **changes: Any) -> Task:
+    """The same task with some options changed (another input mode, no limit, ...); with checks_audio_on_load
+    False, its rows' audio files are left for the caller to check (those of the rows it keeps)."""
+    changed = type(task)(dataclasses.replace(task.args, **changes))
+    changed.checks_audio_on_load = checks_audio_on_load
+    return changed
 
 
 def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict[str, Any]]:
@@ -96,10 +117,12 @@ def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict
     text_task = task_with(task, input_mode="text", speech_fraction=None)
     text = text_task.examples("train")  # max_train_samples counts sentences here
     sentences = {text_task.sentence_id(example): text_task.stratum(example) for example in text}
-    chosen = stratified_choice(sentences, round_half_up(fraction * len(sentences)), seed)
+    refuse_count_of_zero("speech_fraction", fraction, len(sentences), "sentences",
+                         f"task {task.name} ({task.data_source('train')})")
+    chosen = stratified_choice(sentences, count_of(fraction, len(sentences)), seed)
     speech_by_sentence: dict[str, list[Example]] = defaultdict(list)
-    if chosen:
-        speech_task = task_with(task, speech_fraction=None, max_train_samples=None)
+    if chosen:  # the chosen sentences' recordings are the audio read: only theirs are checked (below)
+        speech_task = task_with(task, checks_audio_on_load=False, speech_fraction=None, max_train_samples=None)
         for example in speech_task.examples("train"):
             speech_by_sentence[speech_task.sentence_id(example)].append(example)
     missing = sorted(chosen - set(speech_by_sentence))
@@ -113,6 +136,7 @@ def speech_fraction_examples(task: Task, seed: int) -> tuple[list[Example], dict
             examples.extend(speech_by_sentence.pop(sentence, []))  # a sentence's recordings once
         elif task.args.speech_fraction_rest == "text":
             examples.append(example)
+    check_audio_files(examples, task.data_source("train"), task.args)
     by_stratum = Counter(str(sentences[sentence]) for sentence in chosen)
     record = {"task": task.name, "input_mode": task.args.input_mode, "speech_fraction": fraction,
               "speech_fraction_rest": task.args.speech_fraction_rest, "seed": seed, "sentences": len(sentences),
@@ -127,28 +151,29 @@ def source_examples(task: Task, seed: int, number: int | None = None,
     chosen by seed and stratified by scenario; and its speech ids record where it has a speech_fraction."""
     if task.args.speech_fraction is not None:
         return speech_fraction_examples(task, seed)
-    examples = task.examples("train")
     if number is None and fraction is None:
-        return examples, None
-    count = number if number is not None else round_half_up(fraction * len(examples))
+        return task.examples("train"), None
+    examples = task_with(task, checks_audio_on_load=False).examples("train")  # the kept rows' audio checked below
+    if fraction is not None:
+        refuse_count_of_zero("fraction", fraction, len(examples), "examples",
+                             f"task {task.name} ({task.data_source('train')})")
+    count = number if number is not None else count_of(fraction, len(examples))
     if not 1 <= count <= len(examples):
-        asked = f"num_examples {number}" if number is not None else f"fraction {fraction} ({count} examples)"
-        raise DataError(f"{asked} of task {task.name}'s {len(examples)} training examples "
+        raise DataError(f"num_examples {number} of task {task.name}'s {len(examples)} training examples "
                         f"({task.data_source('train')}): expected 1 to {len(examples)}")
     ids = [example.id for example in examples]
     if len(set(ids)) != len(ids):
         raise DataError(f"task {task.name}'s training data ({task.data_source('train')}) repeats example ids: a "
                         "subset chosen by id needs them unique")
     kept = stratified_choice({example.id: task.stratum(example) for example in examples}, count, seed)
-    return [example for example in examples if example.id in kept], None
+    examples = [example for example in examples if example.id in kept]
+    check_audio_files(examples, task.data_source("train"), task.args)
+    return examples, None
 
 
 def source_task_args(task_args: TaskArguments, source: dict[str, Any]) -> TaskArguments:
     """A source's task options: its own over the recipe's (checked by the recipe parser)."""
-    options = {key: value for key, value in source.items() if key not in ("num_examples", "fraction")}
-    if options.get("task", task_args.task) != task_args.task and "input_mode" not in options:
-        options["input_mode"] = None  # the source's task's default mode
-    return dataclasses.replace(task_args, **options, sources=None, curriculum=None)
+    return dataclasses.replace(task_args, **source_task_options(task_args.task, source), sources=None, curriculum=None)
 
 
 def training_data(task: Task, seed: int) -> TrainingData:
@@ -158,8 +183,7 @@ def training_data(task: Task, seed: int) -> TrainingData:
     for index, source in enumerate(sources):
         try:
             source_task = task if not source else recipe_task(source_task_args(task.args, source))
-            examples, speech_ids = source_examples(source_task, seed, source.get("num_examples"),
-                                                   source.get("fraction"))
+            examples, speech_ids = source_examples(source_task, seed, *(source.get(key) for key in SOURCE_COUNT_KEYS))
         except (DataError, ValueError) as error:
             if not task.args.sources:
                 raise

@@ -49,6 +49,10 @@ class Task(ABC):
     # to output rows (`raw_output`, `confidence`, `latency_ms`)
     baselines: ClassVar[dict[str, Callable[[list[Example]], list[dict[str, Any]]]]] = {}
 
+    # load_examples checks every row's audio file (check_audio); False leaves that to a caller that keeps some of the
+    # rows and checks those (speech_fraction reads the chosen sentences' recordings only)
+    checks_audio_on_load: bool = True
+
     def __init__(self, args: TaskArguments):
         if args.input_mode is None:
             args = dataclasses.replace(args, input_mode=self.input_modes[0])
@@ -106,7 +110,13 @@ class Task(ABC):
 
     @abstractmethod
     def load_examples(self, split: str) -> list[Example]:
+        """The items of `split` as the data holds them; their audio files checked with `check_audio`."""
         ...
+
+    def check_audio(self, examples: list[Example], source: str | Path | None) -> None:
+        """Every audio file of `examples` usable (check_audio_files), unless checks_audio_on_load is off."""
+        if self.checks_audio_on_load:
+            check_audio_files(examples, source, self.args)
 
     def check_tokenizer(self, tokenizer) -> None:  # noqa: B027 (an optional hook: most tasks need none)
         """Fail before training or evaluation when the model's tokenizer cannot write this task's targets."""

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl, read_text
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, is_empty, score_choice_rows
-from audio_recipes.tasks.base import Example, Task, check_audio_files
+from audio_recipes.tasks.base import Example, Task
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -87,7 +87,7 @@ class MultipleChoiceTask(Task):
                 completion="" if hidden else choice_target(item["choices"], item["answer"]),
                 reference=json.dumps(reference),
             ))
-        check_audio_files(examples, path, self.args)
+        self.check_audio(examples, path)
         return examples
 
     def parse(self, text: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl
 from audio_recipes.metrics.slu import score_slurp, slurp_gold_entities
-from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task
+from audio_recipes.tasks.base import Example, Task, register_task
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     official_slu_row,
@@ -90,7 +90,7 @@ class SlurpTask(Task):
                 reference = {**row, "recordings": [recording]}
                 examples.append(Example(recording["file"], str(audio_dir / recording["file"]), self.system_prompt,
                                         prompt, completion, json.dumps(reference)))
-        check_audio_files(examples, path, self.args)
+        self.check_audio(examples, path)
         return examples
 
     def sentence_id(self, example: Example) -> str:

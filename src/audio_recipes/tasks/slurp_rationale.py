@@ -18,7 +18,7 @@ from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl, write_jsonl_atomic
 from audio_recipes.metrics.slu import F1Counter, score_slu, span_f1_counts
 from audio_recipes.output_tags import remove_tagged
-from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task
+from audio_recipes.tasks.base import Example, Task, register_task
 from audio_recipes.tasks.slu_format import (
     MAX_OBJECT_STARTS,
     empty_prediction,
@@ -169,7 +169,7 @@ class SlurpRationaleTask(Task):
             examples.append(Example(row["filename"], str(Path(self.args.audio_dir) / row["filename"]),
                                     self.system_prompt, rationale_prompt(candidates),
                                     rationale_target(row.get("rationale_text"), label), json.dumps(reference)))
-        check_audio_files(examples, path, self.args)
+        self.check_audio(examples, path)
         return examples
 
     def parse(self, text: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl
 from audio_recipes.metrics.massive import annotation_tags, score_massive
 from audio_recipes.metrics.slu import score_slu
-from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task, rows_by_id
+from audio_recipes.tasks.base import Example, Task, register_task, rows_by_id
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     entities_from_annotation,
@@ -131,7 +131,7 @@ class SpeechMassiveTask(Task):
             ))
         if not examples:
             raise DataError(f"{source}: no rows for locale {self.args.locale!r}")
-        check_audio_files(examples, source, self.args)
+        self.check_audio(examples, source)
         return examples
 
     def stratum(self, example: Example) -> str:

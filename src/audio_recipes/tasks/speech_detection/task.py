@@ -15,7 +15,7 @@ import pandas as pd
 
 from audio_recipes.errors import DataError
 from audio_recipes.metrics.classification import INVALID
-from audio_recipes.tasks.base import Example, Task, check_audio_files, register_task
+from audio_recipes.tasks.base import Example, Task, register_task
 from audio_recipes.tasks.speech_detection import silero
 from audio_recipes.tasks.speech_detection.builder import LABELS
 from audio_recipes.tasks.speech_detection.report import write_detection_report
@@ -79,7 +79,7 @@ class SpeechDetectionTask(Task):
                          "condition": str(row.get("condition", f"{row['duration_ms']}ms_{row['snr_db']:g}dB"))}
             examples.append(Example(str(row["segment_id"]), str(audio_dir / row["path"]), self.system_prompt, PROMPT,
                                     ANSWER_LETTERS[row["label"]], json.dumps(reference)))
-        check_audio_files(examples, path, self.args)
+        self.check_audio(examples, path)
         return examples
 
     def choices(self, example: Example) -> list[str]:
