@@ -267,11 +267,6 @@ def attach(row: list[int], extra: list[int], before: bool) -> list[int]:
     return extra + row if before else row + extra
 
 
-# The task options the collator reads: one collator serves the whole run, so they are the recipe's, not a source's
-COLLATOR_TASK_OPTIONS = ("max_audio_seconds", "on_too_long", "peak_normalize", "enable_thinking",
-                         "silent_clip_for_text_batches")
-
-
 def audio_options(task_args: TaskArguments) -> AudioOptions:
     return AudioOptions(task_args.max_audio_seconds, task_args.on_too_long, task_args.peak_normalize)
 

@@ -282,6 +282,10 @@ class InspectArguments:
     inspect_split: str = field(default="train", metadata={"help": "Which split to show: train, eval or test."})
 
 
+# The task options the collator reads: one collator serves the whole run, so they are the recipe's, not a source's
+COLLATOR_TASK_OPTIONS = ("max_audio_seconds", "on_too_long", "peak_normalize", "enable_thinking",
+                         "silent_clip_for_text_batches")
+
 # The dataclasses scripts/sft.py and scripts/evaluate.py parse a recipe into (a grid checks its cells with them)
 RECIPE_ARGUMENT_TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
 

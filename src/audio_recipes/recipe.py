@@ -19,8 +19,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from audio_recipes.audio import ON_TOO_LONG_CHOICES
-from audio_recipes.collators import COLLATOR_TASK_OPTIONS
-from audio_recipes.config import TaskArguments, evaluation_argument_types
+from audio_recipes.config import COLLATOR_TASK_OPTIONS, TaskArguments, evaluation_argument_types
 from audio_recipes.decoding import DECODING_MODES
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import keep_token_out_of_files
