@@ -14,9 +14,11 @@ from audio_recipes.io import write_text_atomic
 from audio_recipes.paths import PROJECT_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
-# Never uploaded: checkpoints, partial files, logs, evaluations, and the Trainer's pickled arguments
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**", "eval/**",
-                        "training_args.bin", "**/training_args.bin"]
+# Never uploaded: checkpoints, partial files, logs, evaluations, the Trainer's pickled arguments, and a curriculum's
+# stage folders and markers (its last stage's model is in output_dir itself)
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "**/checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**",
+                        "eval/**", "training_args.bin", "**/training_args.bin", "stage_*/**", "stage_done.json",
+                        "**/stage_done.json"]
 logger = logging.getLogger(__name__)
 
 
