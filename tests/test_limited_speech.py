@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskArguments
 from audio_recipes.errors import DataError, RecipeError
+from audio_recipes.hub import files_to_push
 from audio_recipes.pipelines import curriculum as curriculum_module
 from audio_recipes.pipelines.curriculum import run_curriculum
 from audio_recipes.pipelines.data import recipe_task
@@ -203,6 +204,17 @@ def test_curriculum_stage_two_starts_from_stage_one_and_the_last_is_in_output_di
     assert [stage["metrics"]["train_text_examples"] for stage in record["stages"]] == [200, 0]
     assert [stage["metrics"]["train_speech_examples"] for stage in record["stages"]] == [0, 10]
     assert result["curriculum_stages"] == 2 and result["train_speech_examples"] == 10
+    # The published card describes the curriculum: its title, the base model, the recipe and each stage's options
+    card = (out / "README.md").read_text()
+    base = json.loads((out / "stage_1" / "card_fields.json").read_text())["base_model"]
+    assert "stage_1" not in base and f"\nbase_model: {base}\n" in card.split("\n---\n")[0] + "\n"
+    assert "\n# out\n" in card and "trained with audio-recipes in a curriculum of 2 stages." in card
+    assert f"1. `stage_1`, from `{base}`: speech_fraction: 0\n" in card
+    assert ('2. `stage_2`, from stage 1: speech_fraction: 0.05, speech_fraction_rest: "drop", '
+            'learning_rate: 0.0\n') in card
+    assert 'model_name_or_path: "tiny-models/qwen2-audio"\n' in card and "curriculum: [{" in card
+    assert f"--model_name_or_path {out}" in card
+    assert [name for name in files_to_push(out) if "stage" in name] == []
 
 
 def test_an_interrupted_curriculum_skips_its_finished_stage(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 weights (the same LoRA adapter, or the saved model), each a fresh fine-tuning run (its own optimiser and learning
 rate schedule, as the stages of arXiv 2509.15389 are). A finished stage leaves a marker, written last and atomically,
 and is skipped on a rerun with the same options and the same previous stage; the last stage's model is copied to
-output_dir, where evaluate.py and the Hub push look."""
+output_dir, with a card that describes the curriculum, where evaluate.py and the Hub push look."""
 
 from __future__ import annotations
 
@@ -21,10 +21,16 @@ from trl import SFTConfig
 from audio_recipes.config import EvalArguments, TaskArguments
 from audio_recipes.distributed import joined_process_state
 from audio_recipes.errors import RecipeError
-from audio_recipes.hub import check_push_access, push_folder
+from audio_recipes.hub import (
+    check_push_access,
+    path_from_project_root,
+    push_folder,
+    read_card_fields,
+    write_model_card,
+)
 from audio_recipes.io import numeric_metrics, write_json_atomic
 from audio_recipes.pipelines.sft import run_sft
-from audio_recipes.recipe import parse_recipe
+from audio_recipes.recipe import parse_recipe, recipe_dict
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +134,25 @@ def publish_final_model(stage_folder: Path, output_dir: Path) -> None:
         os.replace(temporary, output_dir / path.name)
 
 
+def write_curriculum_card(output_dir: Path, recipe_args: tuple, stages: list[dict[str, Any]], repo_id: str,
+                          push_repo: str | None) -> None:
+    """output_dir's model card (the last stage's, copied there) rewritten for the curriculum: its title, the base
+    model stage 1 started from, the recipe with its stages, and what each stage set over the recipe."""
+    fields = read_card_fields(output_dir)
+    if fields is None:  # the last stage wrote no card
+        return
+    first = read_card_fields(stage_dir(output_dir, 1)) or {}
+    model_args, task_args = recipe_args[:2]
+    fields.update(
+        repo_id=repo_id, base_model=first.get("base_model", model_args.model_name_or_path),
+        recipe=recipe_dict(model_args, task_args), use_model=push_repo or path_from_project_root(output_dir),
+        data_files={"train": task_args.train_file or task_args.dataset_name, "eval": task_args.eval_file},
+        curriculum=[{"stage": stage["stage"], "folder": f"stage_{stage['stage']}", "overrides": stage["overrides"]}
+                    for stage in stages],
+    )
+    write_model_card(output_dir, **fields)
+
+
 def run_curriculum(dataclass_types: tuple[type, ...], argv: list[str], task_args: TaskArguments,
                    training_args: SFTConfig, recipe_path: str) -> dict[str, Any]:
     """Each stage of `task_args.curriculum` parsed as the recipe with the stage's options over it (the command line
@@ -165,6 +190,8 @@ def run_curriculum(dataclass_types: tuple[type, ...], argv: list[str], task_args
         previous = folder
     if state.is_main_process:
         publish_final_model(previous, output_dir)
+        write_curriculum_card(output_dir, parse_recipe(dataclass_types, argv), stages,
+                              push_repo or training_args.hub_model_id or output_dir.name, push_repo)
         write_json_atomic(output_dir / CURRICULUM_RECORD, {"final_model": str(output_dir), "stages": stages})
         if push_repo:
             logger.info("pushed %s to %s", output_dir, push_folder(output_dir, push_repo,
