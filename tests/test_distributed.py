@@ -211,6 +211,26 @@ def test_without_the_silent_clip_zero3_ranks_fall_out_of_step(tiny_model, tmp_pa
     assert "collective mismatch" in result.stderr or "doesn't match" in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_a_curriculum_trains_both_stages_under_zero3(tiny_model, tmp_path):
+    """Each rank trains both stages in one process: stage 1's ZeRO-3 init must leave the model classes whole for
+    stage 2 (DeepSpeed used to drop kernels' wrapper of Qwen2Attention.__init__, and stage 2's forward crashed)."""
+    pytest.importorskip("deepspeed")
+    recipe = tmp_path / "curriculum.yaml"  # stage 2 at learning rate 0: its weights are those it loaded
+    recipe.write_text((PROJECT_ROOT / "recipes" / "tiny" / "slurp_curriculum.yaml").read_text().replace(
+        "    speech_fraction_rest: drop\n", "    speech_fraction_rest: drop\n    learning_rate: 0.0\n"))
+    output_dir = tmp_path / "curriculum"
+    run_command([*accelerate_launch("zero3.yaml", "--num_processes", "2"), "scripts/sft.py", str(recipe),
+                 "--output_dir", str(output_dir), "--max_steps", "1", "--warmup_steps", "0",
+                 "--per_device_train_batch_size", "1"], env=ON_DEEPSPEED_CPU, timeout=600)
+    base = load_file(tiny_model / "model.safetensors")
+    first, second = (load_file(output_dir / stage / "model.safetensors") for stage in ("stage_1", "stage_2"))
+    assert first.keys() == second.keys() == base.keys()
+    assert any(not torch.equal(first[name], base[name]) for name in base)  # stage 1 trained
+    assert all(torch.equal(first[name], second[name]) for name in first)  # stage 2 started from stage 1's weights
+    assert_same_weights(output_dir, output_dir / "stage_2", atol=0)
+
+
 # ---------------------------------------------------------------- resume after a real kill
 
 

@@ -208,6 +208,21 @@ def test_sft_with_push_to_hub_fails_at_start_up_before_training(tmp_path, token)
     assert elapsed < 120
 
 
+def test_a_curriculum_push_uploads_the_final_model_not_its_stages_checkpoints_or_markers(tmp_path):
+    from audio_recipes.hub import files_to_push
+
+    final = ["README.md", "card_fields.json", "config.json", "curriculum.json", "model.safetensors",
+             "train_metrics.json", "trainer_state.json"]
+    left_out = ["training_args.bin", "checkpoint-3/optimizer.pt", "stage_1/model.safetensors",
+                "stage_1/stage_done.json", "stage_1/README.md", "stage_1/checkpoint-2/optimizer.pt",
+                "stage_2/adapter_model.safetensors", "stage_2/checkpoint-4/global_step4/optim_states.pt",
+                "stage_2/eval/metrics.json", "stage_done.json", "runs/x/events.out", "nested/checkpoint-1/optimizer.pt"]
+    for name in final + left_out:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert files_to_push(tmp_path) == sorted(final)
+
+
 # ---------------------------------------------------------------- model card
 
 

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from safetensors.torch import load_file
 
 from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskArguments
 from audio_recipes.errors import DataError, RecipeError
+from audio_recipes.hub import files_to_push
 from audio_recipes.pipelines import curriculum as curriculum_module
 from audio_recipes.pipelines.curriculum import run_curriculum
 from audio_recipes.pipelines.data import recipe_task
@@ -295,6 +298,17 @@ def test_curriculum_stage_two_starts_from_stage_one_and_the_last_is_in_output_di
     assert [stage["metrics"]["train_text_examples"] for stage in record["stages"]] == [200, 0]
     assert [stage["metrics"]["train_speech_examples"] for stage in record["stages"]] == [0, 10]
     assert result["curriculum_stages"] == 2 and result["train_speech_examples"] == 10
+    # The published card describes the curriculum: its title, the base model, the recipe and each stage's options
+    card = (out / "README.md").read_text()
+    base = json.loads((out / "stage_1" / "card_fields.json").read_text())["base_model"]
+    assert "stage_1" not in base and f"\nbase_model: {base}\n" in card.split("\n---\n")[0] + "\n"
+    assert "\n# out\n" in card and "trained with audio-recipes in a curriculum of 2 stages." in card
+    assert f"1. `stage_1`, from `{base}`: speech_fraction: 0\n" in card
+    assert ('2. `stage_2`, from stage 1: speech_fraction: 0.05, speech_fraction_rest: "drop", '
+            'learning_rate: 0.0\n') in card
+    assert 'model_name_or_path: "tiny-models/qwen2-audio"\n' in card and "curriculum: [{" in card
+    assert f"--model_name_or_path {out}" in card
+    assert [name for name in files_to_push(out) if "stage" in name] == []
 
 
 def test_an_interrupted_curriculum_skips_its_finished_stage(tmp_path, monkeypatch):
@@ -333,6 +347,82 @@ def test_an_interrupted_curriculum_skips_its_finished_stage(tmp_path, monkeypatc
         "  - speech_fraction: 0\n", "  - speech_fraction: 0\n    learning_rate: 1.0e-3\n"))
     with pytest.raises(RecipeError, match="stage_1 holds a stage finished with other options"):
         run_stages([str(changed), *argv[1:]])
+
+
+def fake_training(trained: list[str]):
+    """run_sft without a model: the stage's folder with a file naming where it started, and a loss."""
+    def run_sft(model_args, task_args, training_args, recipe_path, eval_args=None):
+        folder = Path(training_args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_text(f"trained from {model_args.model_name_or_path}")
+        trained.append(folder.name)
+        return {"train_loss": 1.0, "learning_rate": training_args.learning_rate}
+    return run_sft
+
+
+# Stage 2 sets nothing: it takes the recipe's speech_fraction (as a grid's curriculum cell does)
+INHERITING = (TINY / "slurp_curriculum.yaml").read_text().split("curriculum:")[0] + (
+    "speech_fraction: 0.05\ncurriculum:\n  - speech_fraction: 0\n  - {}\n")
+
+
+@pytest.mark.parametrize("recipe_change, options, folder, named", [
+    (None, ["--learning_rate", "1.0e-4"], "stage_1", "learning_rate: 0.003 then, 0.0001 now"),
+    (None, ["--seed", "1"], "stage_1", "seed: 42 then, 1 now"),
+    (("speech_fraction: 0.05\n", "speech_fraction: 0.1\n"), [], "stage_2", "speech_fraction: 0.05 then, 0.1 now"),
+    (("num_train_epochs: 15\n", "num_train_epochs: 3\n"), [], "stage_1", "num_train_epochs: 15.0 then, 3.0 now"),
+], ids=["learning_rate", "seed", "recipe_speech_fraction_stage_2_inherits", "recipe_epochs"])
+def test_a_finished_stage_whose_options_changed_is_an_error_naming_the_folder_and_option(
+        tmp_path, monkeypatch, recipe_change, options, folder, named):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(INHERITING)
+    trained = []
+    monkeypatch.setattr(curriculum_module, "run_sft", fake_training(trained))
+    run_stages(stage_argv(tmp_path, recipe))
+    assert trained == ["stage_1", "stage_2"]
+    written = {path: path.stat().st_mtime_ns for path in (tmp_path / "out").rglob("*")}
+    if recipe_change:
+        recipe.write_text(INHERITING.replace(*recipe_change))
+    with pytest.raises(RecipeError, match=rf"out/{folder} holds a stage finished with other options \({named}\): "
+                                          rf"give the curriculum another output_dir, or remove \S+/{folder} and"):
+        run_stages([*stage_argv(tmp_path, recipe), *options])
+    # Stage 1 unchanged where stage 2's options changed: skipped, nothing trained or rewritten
+    assert trained == ["stage_1", "stage_2"]
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "out").rglob("*")} == written
+
+
+def test_an_unchanged_curriculum_is_skipped_whether_output_dir_is_relative_or_absolute(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(curriculum_module, "run_sft", fake_training(trained))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(INHERITING)
+    relative = os.path.relpath(tmp_path / "out", Path.cwd())
+    first = run_stages([str(recipe), "--output_dir", relative, "--max_steps", "2"])
+    again = run_stages(stage_argv(tmp_path, recipe))  # the same folder, named absolutely; and logging changed:
+    logged = run_stages([*stage_argv(tmp_path, recipe), "--logging_steps", "1", "--report_to", "none"])
+    assert trained == ["stage_1", "stage_2"] and first == again == logged
+    assert (tmp_path / "out" / "model.safetensors").read_text() == f"trained from {Path(relative) / 'stage_1'}"
+
+
+def test_a_stage_one_trained_again_makes_stage_two_an_error_not_a_reused_stage(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(curriculum_module, "run_sft", fake_training(trained))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(INHERITING)
+    argv = stage_argv(tmp_path, recipe)
+    run_stages(argv)
+    out = tmp_path / "out"
+    # Stage 1 trained again in its folder (its marker rewritten, as a new training writes it): stage 2 is stale
+    marker = json.loads((out / "stage_1" / "stage_done.json").read_text())
+    (out / "stage_1" / "stage_done.json").write_text(json.dumps({**marker, "finished_at": "later"}))
+    with pytest.raises(RecipeError, match=r"out/stage_2 holds a stage finished with other options \(the previous "
+                                          r"stage was trained again since\)"):
+        run_stages(argv)
+    # Stage 1 removed to be trained again: refused before it trains, stage 2 would not start from it
+    shutil.rmtree(out / "stage_1")
+    with pytest.raises(RecipeError, match=r"out/stage_2 holds a stage finished from another stage 1 than the one "
+                                          r"about to train in \S+/out/stage_1: give the curriculum another output_dir"):
+        run_stages(argv)
+    assert trained == ["stage_1", "stage_2"] and not (out / "stage_1").exists()
 
 
 def train_and_evaluate(scheme: str, output_dir: Path, seed: int) -> dict:

@@ -14,9 +14,11 @@ from audio_recipes.io import write_text_atomic
 from audio_recipes.paths import PROJECT_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
-# Never uploaded: checkpoints, partial files, logs, evaluations, and the Trainer's pickled arguments
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**", "eval/**",
-                        "training_args.bin", "**/training_args.bin"]
+# Never uploaded: checkpoints, partial files, logs, evaluations, the Trainer's pickled arguments, and a curriculum's
+# stage folders and markers (its last stage's model is in output_dir itself)
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "**/checkpoint-*/**", "*.tmp", "runs/**", "eval-*/**",
+                        "eval/**", "training_args.bin", "**/training_args.bin", "stage_*/**", "stage_done.json",
+                        "**/stage_done.json"]
 logger = logging.getLogger(__name__)
 
 
@@ -186,18 +188,22 @@ def model_card(
     *, repo_id: str, base_model: str, recipe_path: str, task: str, data_files: dict[str, str | None],
     metrics: dict[str, float], is_adapter: bool, recipe: dict[str, Any], evaluation_recipe: str | None,
     evaluation: dict[str, dict[str, Any]] | None = None, use_model: str | None = None,
+    curriculum: list[dict[str, Any]] | None = None,
 ) -> str:
     """A model card naming the base model, the recipe, the data, the training and the evaluation metrics.
 
     Its Use command loads `use_model` (the Hub id once pushed, else the folder's path; `repo_id` in cards written
     before it existed) with `evaluation_recipe`, a recipe scripts/evaluate.py takes; None: there is none to name.
+    `curriculum`: the stages it was trained in (each its `stage` number, `folder` and `overrides`), in order.
     """
     metadata = ["---", f"base_model: {base_model}", "library_name: peft" if is_adapter else "library_name: transformers",
                 "tags:", "- audio-recipes", f"- {task}", "- trl", "---", ""]
     lines = [
         f"# {repo_id}", "",
         f"{'A LoRA adapter for' if is_adapter else 'A fine-tune of'} `{base_model}` "
-        f"on the `{task}` task, trained with audio-recipes.", "",
+        f"on the `{task}` task, trained with audio-recipes"
+        f"{f' in a curriculum of {len(curriculum)} stages' if curriculum else ''}.", "",
+        *_curriculum_section(base_model, curriculum or []),
         "## Recipe", "", f"`{recipe_path}`", "", "```yaml",
         *(f"{key}: {json.dumps(value)}" for key, value in sorted(recipe.items()) if _is_card_safe(key)),
         "```", "", "## Data", "",
@@ -217,6 +223,18 @@ def model_card(
     return "\n".join(metadata + lines)
 
 
+def _curriculum_section(base_model: str, stages: list[dict[str, Any]]) -> list[str]:
+    if not stages:
+        return []
+    lines = ["## Curriculum", "", "Each stage a fresh fine-tuning run (its own optimiser and learning-rate schedule) "
+             "from the previous stage's weights, with these options over the recipe's:", ""]
+    for position, stage in enumerate(stages):
+        start = f"`{base_model}`" if position == 0 else f"stage {stages[position - 1]['stage']}"
+        overrides = ", ".join(f"{key}: {json.dumps(value)}" for key, value in stage["overrides"].items())
+        lines.append(f"{stage['stage']}. `{stage['folder']}`, from {start}: {overrides or 'the recipe as it is'}")
+    return [*lines, "", "The training metrics below are the last stage's; `curriculum.json` has each stage's.", ""]
+
+
 def _is_card_safe(key: str) -> bool:
     return "token" not in key and not key.startswith("hub_")
 
@@ -232,7 +250,7 @@ def write_model_card(output_dir: str | Path, **card_fields: Any) -> Path:
 
 def add_evaluation_to_card(model_dir: str | Path, split: str, metrics: dict[str, Any]) -> Path | None:
     """Put an evaluation's metrics into a local model's card; no-op for models this project did not train."""
-    fields = _read_card_fields(model_dir)
+    fields = read_card_fields(model_dir)
     if fields is None:
         return None
     fields.setdefault("evaluation", {})[split] = {
@@ -243,13 +261,13 @@ def add_evaluation_to_card(model_dir: str | Path, split: str, metrics: dict[str,
 
 def point_card_at_hub(model_dir: str | Path, repo_id: str) -> Path | None:
     """Rewrite a local model's card for its Hub repository: its title and Use command name the Hub id."""
-    fields = _read_card_fields(model_dir)
+    fields = read_card_fields(model_dir)
     if fields is None:
         return None
     return write_model_card(model_dir, **{**fields, "repo_id": repo_id, "use_model": repo_id})
 
 
-def _read_card_fields(model_dir: str | Path) -> dict[str, Any] | None:
+def read_card_fields(model_dir: str | Path) -> dict[str, Any] | None:
     fields_path = Path(model_dir) / CARD_FIELDS
     if not fields_path.is_file():
         return None

@@ -3,6 +3,7 @@ Hub id, of a full model or of an adapter."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -46,6 +47,7 @@ def load_model_and_processor(
     config = AutoConfig.from_pretrained(resolved.base_model, trust_remote_code=trust_remote_code)
     family = family_for_model_type(config.model_type)
     model_class = model_class_for(config.model_type)
+    import_modeling_modules(config)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(model_args.dtype), "trust_remote_code": trust_remote_code}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = attention_implementation(model_args.attn_implementation, family)
@@ -65,6 +67,32 @@ def load_model_and_processor(
     )
     align_special_tokens_with_tokenizer(model, processor)
     return model, processor, resolved
+
+
+def import_modeling_modules(config: PretrainedConfig) -> None:
+    """Import the transformers modeling module of the config and of each config nested in it, before a model is
+    built.
+
+    Why: DeepSpeed's ZeRO-3 init (transformers enters it in from_pretrained) wraps the `__init__` of every module
+    class created inside it and, on exit, puts back the `__init__` it saw when the class was created. A decorator
+    applied after that (kernels' `use_kernelized_func` on Qwen2Attention, imported lazily by Qwen2-Audio's
+    `__init__`) is then lost: the next model built in the process (a curriculum's stage 2) crashes in forward
+    (`'Qwen2Attention' object has no attribute '_kernel_funcs'`). Classes imported outside the init keep it."""
+    configs, seen = [config], set()
+    while configs:
+        current = configs.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        package, _, name = type(current).__module__.rpartition(".")
+        if package.startswith("transformers.models.") and name.startswith("configuration_"):
+            module = f"{package}.modeling_{name.removeprefix('configuration_')}"
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as error:
+                if error.name != module:  # a package the modeling module needs: from_pretrained says so too
+                    raise
+        configs += [value for value in vars(current).values() if isinstance(value, PretrainedConfig)]
 
 
 FLASH_ATTENTION = "flash_attention_2"
