@@ -6,26 +6,18 @@ import logging
 import sys
 
 from audio_recipes.cli import print_result, run
-from audio_recipes.config import EvalArguments, ModelArguments, SFTConfig, TaskArguments
-from audio_recipes.pipelines.curriculum import run_curriculum
-from audio_recipes.pipelines.sft import run_sft
+from audio_recipes.config import RECIPE_ARGUMENT_TYPES
+from audio_recipes.pipelines.curriculum import run_training
 from audio_recipes.recipe import parse_recipe
-
-# EvalArguments are parsed too, so that one recipe serves sft.py and evaluate.py (and the generation log decodes
-# as evaluation does)
-ARGUMENT_TYPES = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = sys.argv[1:]
-    model_args, task_args, training_args, eval_args, recipe_path = parse_recipe(
-        ARGUMENT_TYPES, argv, description=__doc__, return_recipe_path=True
-    )
-    if task_args.curriculum:
-        print_result(run_curriculum(ARGUMENT_TYPES, argv, task_args, training_args, recipe_path))
-    else:
-        print_result(run_sft(model_args, task_args, training_args, recipe_path=recipe_path, eval_args=eval_args))
+    # EvalArguments are parsed too, so that one recipe serves sft.py and evaluate.py (and the generation log decodes
+    # as evaluation does)
+    *parsed, recipe_path = parse_recipe(RECIPE_ARGUMENT_TYPES, argv, description=__doc__, return_recipe_path=True)
+    print_result(run_training(RECIPE_ARGUMENT_TYPES, argv, tuple(parsed), recipe_path))
 
 
 if __name__ == "__main__":

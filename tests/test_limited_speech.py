@@ -472,3 +472,26 @@ def test_the_refusal_names_every_sft_data_option_given():
     with pytest.raises(RecipeError, match=r"^speech_fraction, speech_fraction_rest: only scripts/sft.py reads these"):
         refuse_sft_data_options(args, "GRPO")
     refuse_sft_data_options(task_args_of("slurp.yaml"), "GRPO")  # the defaults are no request
+
+
+def test_one_run_of_a_recipe_with_a_curriculum_is_refused_before_a_model_loads(tmp_path):
+    model_args, task_args, training_args, eval_args = parse_recipe(
+        TYPES, [str(TINY / "slurp_curriculum.yaml"), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(RecipeError, match="the recipe has a curriculum: its stages are trained by"):
+        run_sft(model_args, task_args, training_args, recipe_path=str(TINY / "slurp_curriculum.yaml"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_seeds_train_a_curriculum_recipe_stage_by_stage(tmp_path):
+    """scripts/seeds.py trained a curriculum recipe as one plain run (its stages ignored)."""
+    from audio_recipes.pipelines.seeds import run_seeds
+
+    ensure_tiny_model("qwen2-audio")
+    summary = run_seeds(str(TINY / "slurp_curriculum.yaml"), [7], ["--max_steps", "1", "--max_eval_samples", "2"],
+                        tmp_path / "seeds")
+    seed_dir = tmp_path / "seeds" / "seed-7"
+    record = json.loads((seed_dir / "curriculum.json").read_text())
+    assert [stage["metrics"]["train_speech_examples"] for stage in record["stages"]] == [0, 10]
+    assert (seed_dir / "stage_2" / "model.safetensors").is_file() and (seed_dir / "model.safetensors").is_file()
+    assert json.loads((seed_dir / "stage_1" / "stage_done.json").read_text())["identity"]["options"]["seed"] == 7
+    assert summary["intent_accuracy"]["num_seeds"] == 1 and 0 <= summary["intent_accuracy"]["mean"] <= 1

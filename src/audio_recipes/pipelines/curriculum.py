@@ -198,3 +198,12 @@ def run_curriculum(dataclass_types: tuple[type, ...], argv: list[str], task_args
                                                                     private=training_args.hub_private_repo))
     state.wait_for_everyone()
     return {**stages[-1]["metrics"], "curriculum_stages": len(stages)}
+
+
+def run_training(dataclass_types: tuple[type, ...], argv: list[str], parsed: tuple, recipe_path: str) -> dict[str, Any]:
+    """Fine-tuning from a parsed recipe (model, task, training, evaluation arguments): its curriculum's stages where it
+    has one, else one run."""
+    model_args, task_args, training_args, eval_args = parsed
+    if task_args.curriculum:
+        return run_curriculum(dataclass_types, argv, task_args, training_args, recipe_path)
+    return run_sft(model_args, task_args, training_args, recipe_path=recipe_path, eval_args=eval_args)

@@ -9,12 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trl import SFTConfig
-
-from audio_recipes.config import EvalArguments, ModelArguments, TaskArguments
+from audio_recipes.config import RECIPE_ARGUMENT_TYPES
 from audio_recipes.io import numeric_metrics, write_json_atomic, write_text_atomic
+from audio_recipes.pipelines.curriculum import run_training
 from audio_recipes.pipelines.evaluate import run_evaluation
-from audio_recipes.pipelines.sft import run_sft
 from audio_recipes.recipe import parse_recipe
 
 logger = logging.getLogger(__name__)
@@ -54,7 +52,7 @@ def run_seeds(recipe: str, seeds: Sequence[int], overrides: Sequence[str], outpu
               evaluate_only: bool = False) -> dict[str, Any]:
     """Train (unless evaluate_only) and evaluate the recipe once per seed into output_dir/seed-N; a seed whose
     metrics.json exists is not run again, so an interrupted run resumes."""
-    types = (ModelArguments, TaskArguments, SFTConfig, EvalArguments)
+    types = RECIPE_ARGUMENT_TYPES
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         seed_dir = output_dir / f"seed-{seed}"
@@ -65,8 +63,7 @@ def run_seeds(recipe: str, seeds: Sequence[int], overrides: Sequence[str], outpu
             continue
         argv = [recipe, *overrides, "--seed", str(seed), "--output_dir", str(seed_dir)]
         if not evaluate_only and not (seed_dir / "train_metrics.json").is_file():
-            model_args, task_args, training_args, eval_args = parse_recipe(types, argv)
-            run_sft(model_args, task_args, training_args, recipe_path=recipe, eval_args=eval_args)
+            run_training(types, argv, parse_recipe(types, argv), recipe)  # a curriculum's stages where it has one
         model_args, task_args, training_args, eval_args = parse_recipe(types, argv)
         if not evaluate_only:
             model_args.model_name_or_path = str(seed_dir)

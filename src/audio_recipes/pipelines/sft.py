@@ -334,6 +334,9 @@ def keep_trainable_parameters_in_full_precision(model: torch.nn.Module, training
 
 def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args: SFTConfig, recipe_path: str,
             eval_args: EvalArguments | None = None) -> dict:
+    if task_args.curriculum:  # one run of a recipe with stages would train none of them as the recipe says
+        raise RecipeError("the recipe has a curriculum: its stages are trained by pipelines.curriculum.run_training "
+                          "(scripts/sft.py), not as one run")
     push_repo = check_push_access(training_args.hub_model_id) if training_args.push_to_hub else None
     # We push once at the end with our own model card, not at every save
     training_args.push_to_hub = False
