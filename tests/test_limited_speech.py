@@ -295,6 +295,8 @@ def test_curriculum_stage_two_starts_from_stage_one_and_the_last_is_in_output_di
         shared = [key for key in first if key in base]
         assert len(shared) == len(first) and any(not torch.equal(first[key], base[key]) for key in shared)
     record = json.loads((out / "curriculum.json").read_text())
+    assert [stage["output_dir"] for stage in record["stages"]] == ["stage_1", "stage_2"]
+    assert str(tmp_path) not in (out / "curriculum.json").read_text()  # it is pushed: no path of this machine
     assert [stage["metrics"]["train_text_examples"] for stage in record["stages"]] == [200, 0]
     assert [stage["metrics"]["train_speech_examples"] for stage in record["stages"]] == [0, 10]
     assert result["curriculum_stages"] == 2 and result["train_speech_examples"] == 10

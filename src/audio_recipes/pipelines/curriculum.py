@@ -186,13 +186,14 @@ def run_curriculum(dataclass_types: tuple[type, ...], argv: list[str], task_args
                     "stage": index, "identity": identity, "metrics": metrics,
                     "finished_at": datetime.now(timezone.utc).isoformat()})
             state.wait_for_everyone()  # the next stage loads what the main process wrote
-        stages.append({"stage": index, "output_dir": str(folder), "overrides": overrides, "metrics": metrics})
+        # Folders relative to output_dir: the record is pushed with the model, and names no path of this machine
+        stages.append({"stage": index, "output_dir": folder.name, "overrides": overrides, "metrics": metrics})
         previous = folder
     if state.is_main_process:
         publish_final_model(previous, output_dir)
         write_curriculum_card(output_dir, parse_recipe(dataclass_types, argv), stages,
                               push_repo or training_args.hub_model_id or output_dir.name, push_repo)
-        write_json_atomic(output_dir / CURRICULUM_RECORD, {"final_model": str(output_dir), "stages": stages})
+        write_json_atomic(output_dir / CURRICULUM_RECORD, {"final_model": ".", "stages": stages})
         if push_repo:
             logger.info("pushed %s to %s", output_dir, push_folder(output_dir, push_repo,
                                                                     private=training_args.hub_private_repo))
