@@ -189,6 +189,19 @@ def test_a_launch_without_a_config_file_says_so():
     assert read_launch(None, num_processes=8).description == "no accelerate config: 8 process(es), DDP"
 
 
+def test_what_the_plan_does_not_model_is_said_not_planned_silently(tmp_path):
+    fsdp = tmp_path / "fsdp.yaml"
+    fsdp.write_text("distributed_type: FSDP\nnum_processes: 4\n")
+    assert read_launch(str(fsdp)).description == (
+        "fsdp.yaml: 4 process(es), FSDP, planned as DDP (its sharding is not modelled: an overestimate)")
+    offload = tmp_path / "offload.yaml"
+    offload.write_text("distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n  zero_stage: 3\n"
+                       "  offload_param_device: cpu\n")
+    assert read_launch(str(offload)).offload_parameters
+    result = plan("recipes/slurp_qlora.yaml", "--config_file", str(offload))
+    assert any("parameter offload is not modelled" in note for note in result.memory.notes)
+
+
 def test_grpo_generation_is_sized_for_the_whole_generation_batch_and_its_completions():
     """TRL generates per_device_train_batch_size x steps_per_generation rows in one call (16 for mmar_grpo), and
     trains on the completions it generated (at most max_completion_length tokens each), not the data's answers."""

@@ -329,6 +329,9 @@ def estimate(kind: str, parsed: ParsedRecipe, planned: PlannedModel, tokens: Tok
         zero_stage=launch.zero_stage, offload_optimizer=launch.offload_optimizer,
         max_live_parameters=launch.stage3_max_live_parameters, checkpointing=checkpointing,
         encoder_trains=encoder_trains, device=device, accumulation=parsed.training.gradient_accumulation_steps)
+    if launch.offload_parameters:
+        memory.notes.append("ZeRO-3 parameter offload is not modelled: the weights are counted on the GPU (an "
+                            "overestimate)")
     if kind == "grpo":
         beta = getattr(parsed.training, "beta", 0.0)
         if beta and not parsed.model.use_peft:  # a frozen reference copy (LoRA: the adapter is switched off instead)

@@ -25,6 +25,7 @@ class Launch:
     offload_optimizer: bool = False
     offload_parameters: bool = False
     stage3_max_live_parameters: float = STAGE3_MAX_LIVE_PARAMETERS
+    distributed_type: str | None = None  # the accelerate config's, where it names one
 
     @property
     def description(self) -> str:
@@ -32,6 +33,8 @@ class Launch:
         sharding = f"DeepSpeed ZeRO-{self.zero_stage}" if self.zero_stage else (
             "DDP" if self.num_processes > 1 else "no sharding")
         offload = " (optimizer offloaded to CPU)" if self.offload_optimizer else ""
+        if self.distributed_type not in (None, "NO", "MULTI_GPU", "DEEPSPEED"):  # FSDP, ...: its sharding not modelled
+            sharding = f"{self.distributed_type}, planned as DDP (its sharding is not modelled: an overestimate)"
         return f"{where}: {self.num_processes} process(es), {sharding}{offload}"
 
 
@@ -50,7 +53,8 @@ def read_launch(config_file: str | None, num_processes: int | None = None) -> La
     processes = int(config.get("num_processes", 1)) if num_processes is None else num_processes
     deepspeed = config.get("deepspeed_config") or {}
     if config.get("distributed_type") != "DEEPSPEED":
-        return Launch(config_file=str(config_file), num_processes=processes)
+        return Launch(config_file=str(config_file), num_processes=processes,
+                      distributed_type=config.get("distributed_type"))
     zero: dict = {}
     if deepspeed.get("deepspeed_config_file"):
         json_path = Path(deepspeed["deepspeed_config_file"])
@@ -70,4 +74,5 @@ def read_launch(config_file: str | None, num_processes: int | None = None) -> La
         offload_optimizer=(zero.get("offload_optimizer") or {}).get("device", "none") not in ("none", None),
         offload_parameters=(zero.get("offload_param") or {}).get("device", "none") not in ("none", None),
         stage3_max_live_parameters=_number(zero.get("stage3_max_live_parameters"), STAGE3_MAX_LIVE_PARAMETERS),
+        distributed_type="DEEPSPEED",
     )
