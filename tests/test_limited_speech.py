@@ -497,3 +497,22 @@ def test_seeds_train_a_curriculum_recipe_stage_by_stage(tmp_path):
     assert (seed_dir / "stage_2" / "model.safetensors").is_file() and (seed_dir / "model.safetensors").is_file()
     assert json.loads((seed_dir / "stage_1" / "stage_done.json").read_text())["identity"]["options"]["seed"] == 7
     assert summary["intent_accuracy"]["num_seeds"] == 1 and 0 <= summary["intent_accuracy"]["mean"] <= 1
+
+
+def test_a_curriculum_killed_inside_stage_two_resumes_from_that_stages_checkpoint(tmp_path):
+    """Stage 1 finished, stage 2 killed after its step-2 checkpoint: the rerun skips stage 1 and resumes stage 2 at
+    step 2, reporting the uninterrupted stage's loss."""
+    ensure_tiny_model("qwen2-audio")
+    common = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--warmup_steps", "0",
+              "--resume_from_checkpoint", "true"]
+    recipe = str(TINY / "slurp_curriculum.yaml")
+    whole = run_stages([recipe, "--output_dir", str(tmp_path / "whole"), *common])
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "whole" / "stage_1", killed / "stage_1")  # finished, with its marker
+    shutil.copytree(tmp_path / "whole" / "stage_2" / "checkpoint-2", killed / "stage_2" / "checkpoint-2")
+    resumed = run_stages([recipe, "--output_dir", str(killed), *common])
+    record = json.loads((killed / "curriculum.json").read_text())
+    assert [stage["metrics"].get("resumed_at_step") for stage in record["stages"]] == [0, 2]
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
+    assert resumed["train_speech_examples"] == whole["train_speech_examples"] == 10
+    assert (killed / "model.safetensors").is_file() and (killed / "stage_2" / "stage_done.json").is_file()
