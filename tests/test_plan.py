@@ -189,6 +189,13 @@ def test_a_launch_without_a_config_file_says_so():
     assert read_launch(None, num_processes=8).description == "no accelerate config: 8 process(es), DDP"
 
 
+def test_beam_search_multiplies_the_evaluation_kv_cache():
+    greedy = plan("recipes/mmar.yaml")
+    beams = plan("recipes/mmar.yaml", "--num_beams", "4")
+    assert beams.memory.activations == pytest.approx(4 * greedy.memory.activations)
+    assert any("x 4 beams" in note for note in beams.memory.notes) and beams.memory.total > greedy.memory.total
+
+
 def test_what_the_plan_does_not_model_is_said_not_planned_silently(tmp_path):
     fsdp = tmp_path / "fsdp.yaml"
     fsdp.write_text("distributed_type: FSDP\nnum_processes: 4\n")

@@ -321,8 +321,12 @@ def estimate(kind: str, parsed: ParsedRecipe, planned: PlannedModel, tokens: Tok
     device = parsed.plan.plan_device
     if kind == "evaluate":
         new = parsed.evaluation.max_new_tokens if parsed.evaluation else 128
-        return generation_memory(planned.shape, planned.inventory, step.rows, step.tokens, new, precision,
-                                 clips=step.clips, encoder_positions=step.encoder_positions)
+        beams = parsed.evaluation.num_beams if parsed.evaluation else 1  # generate expands every input by the beams
+        memory = generation_memory(planned.shape, planned.inventory, step.rows * beams, step.tokens, new, precision,
+                                   clips=step.clips * beams, encoder_positions=step.encoder_positions)
+        if beams > 1:
+            memory.notes.append(f"beam search: {step.rows} rows x {beams} beams")
+        return memory
     encoder_trains = bool(planned.inventory.trainable_parts.get("audio_encoder"))
     memory = training_memory(
         planned.shape, planned.inventory, step, precision, num_processes=launch.num_processes,
