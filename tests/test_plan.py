@@ -64,6 +64,24 @@ def test_text_is_counted_with_qwens_real_vocabulary():
     assert QWEN2_AUDIO.placeholder_count(processor, 30 * 16000) == 750  # 30 s: 1500 encoder positions, pooled by 2
 
 
+def test_the_longest_prompt_is_counted_on_its_own_row():
+    """GRPO and ReST generate from prompts: the longest is not the longest row less the longest answer when the two
+    come from different rows."""
+    from audio_recipes.config import TaskArguments
+    from audio_recipes.planning.tokens import count_tokens
+
+    processor = __import__("audio_recipes.models", fromlist=["load_processor"]).load_processor(
+        str(ensure_tiny_model()), model_type="qwen2_audio")
+    rows = [{"id": "a", "audio": None, "system": "s", "prompt": "word " * 60, "completion": "yes", "reference": ""},
+            {"id": "b", "audio": None, "system": "s", "prompt": "hi", "completion": "word " * 50, "reference": ""}]
+    stats = count_tokens(rows, "rows", processor, QWEN2_AUDIO, TaskArguments(task="mmar"), real_vocabulary=False,
+                         audio_seconds=None)
+    alone = count_tokens(rows[:1], "rows", processor, QWEN2_AUDIO, TaskArguments(task="mmar"),
+                         real_vocabulary=False, audio_seconds=None)
+    assert stats.prompt_max == alone.sequence_max - alone.label_max
+    assert stats.prompt_max > stats.sequence_max - stats.label_max
+
+
 def test_memory_arithmetic_of_a_full_fine_tune():
     """Weights, gradients and AdamW's two moments in the parameter dtype (torch), or fp32 master and moments sharded
     by ZeRO-3."""

@@ -298,7 +298,7 @@ def micro_batch(kind: str, parsed: ParsedRecipe, tokens: TokenStats, rows: int |
     if kind == "grpo":
         rows = rows or training.per_device_train_batch_size
         completion = training.max_completion_length
-        prompt = tokens.sequence_max - tokens.label_max
+        prompt = tokens.prompt_max  # the longest prompt, not the longest row less the longest answer
         return StepShape(rows=rows, tokens=prompt + completion, label_tokens=rows * completion, clips=rows * clips,
                          encoder_positions=tokens.encoder_positions_max)
     if kind == "evaluate":
@@ -351,7 +351,7 @@ def estimate(kind: str, parsed: ParsedRecipe, planned: PlannedModel, tokens: Tok
     if kind == "rest":
         rows = parsed.training.per_device_eval_batch_size
         new = parsed.evaluation.max_new_tokens if parsed.evaluation else 128
-        prompt = tokens.sequence_max - tokens.label_max
+        prompt = tokens.prompt_max  # the longest prompt, not the longest row less the longest answer
         generation = generation_memory(planned.shape, planned.inventory, rows, prompt, new, precision)
         memory.buffers = max(memory.buffers, generation.activations + generation.buffers)
         memory.notes.append("ReST: its sampling phase (per_device_eval_batch_size rows) counted where it needs more")

@@ -45,6 +45,7 @@ class TokenStats:
     audio_tokens_mean: float = 0.0  # placeholders per clip
     audio_tokens_max: int = 0
     encoder_positions_max: int = 0
+    prompt_max: int = 0  # text + audio placeholders of the longest prompt (its row's completion left out)
 
     @property
     def sequence_mean(self) -> float:
@@ -189,7 +190,8 @@ def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family
                           label_mean=0, label_max=0, clips_per_row=0)
     stats = TokenStats(source=source, counted_with=counted_with, rows=len(rows), text_mean=statistics.fmean(text),
                        text_max=max(text), sequence_max=max(text), label_mean=statistics.fmean(labels),
-                       label_max=max(labels), clips_per_row=len(seconds) / len(rows))
+                       label_max=max(labels), clips_per_row=len(seconds) / len(rows),
+                       prompt_max=max(count - label for count, label in zip(text, labels, strict=True)))
     if seconds and family.audio_placeholders is not None:
         rate = processor.feature_extractor.sampling_rate
         tokens = [family.placeholder_count(processor, max(1, round(s * rate))) for s in seconds]
@@ -197,7 +199,9 @@ def count_tokens(rows: list[dict[str, Any]], source: str, processor: Any, family
         sequences = [count + (next(clip_tokens) if clip else 0) for count, clip in zip(text, has_clip, strict=True)]
         from_files = use_files and audio_seconds is None
         stats = replace(
-            stats, sequence_max=max(sequences), clip_seconds_mean=statistics.fmean(seconds), clip_seconds_max=max(seconds),
+            stats, sequence_max=max(sequences),
+            prompt_max=max(count - label for count, label in zip(sequences, labels, strict=True)),
+            clip_seconds_mean=statistics.fmean(seconds), clip_seconds_max=max(seconds),
             clip_seconds_source="the audio files" if from_files else (
                 f"assumed {assumed:g} s per clip (--audio_seconds)" if audio_seconds else
                 f"assumed {assumed:g} s per clip: max_audio_seconds, no audio files read"),
