@@ -79,6 +79,26 @@ def test_without_eval_data_the_first_training_rows_are_used(tmp_path):
     assert [(row["step"], row["id"]) for row in rows] == [(2, first_train[0]), (2, first_train[1])]
 
 
+def test_only_the_logged_eval_examples_audio_is_read_when_the_run_does_not_evaluate(tmp_path):
+    """eval_strategy "no": the log reads its first examples of the eval data; a missing recording further down the
+    eval file is none of its business (it failed the run before)."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    real_audio = ROOT / "data" / "tiny" / "slurp" / "audio"
+    for path in real_audio.iterdir():
+        (audio / path.name).symlink_to(path)
+    eval_rows = [json.loads(line) for line in (ROOT / "data" / "tiny" / "slurp" / "devel.jsonl").read_text().splitlines()]
+    for row in eval_rows[3:]:
+        for recording in row["recordings"]:
+            (audio / recording["file"]).unlink(missing_ok=True)
+    run = train(tmp_path / "out", "--max_steps", "2", "--generation_log_steps", "2", "--generation_log_samples", "2",
+                "--audio_dir", str(audio), "--use_peft", "false")
+    rows = [json.loads(line) for line in (tmp_path / "out" / GENERATIONS_FILE).read_text().splitlines()]
+    recordings = [recording["file"] for row in eval_rows for recording in row["recordings"]]  # an item a recording
+    assert [row["id"] for row in rows] == recordings[:2]
+    assert run.trainer.state.global_step == 2
+
+
 def test_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_path):
     """Killed after step 6 with a checkpoint at 4: the resumed run redoes steps 5-10, and the file holds each logged
     step once, as an uninterrupted run writes it."""

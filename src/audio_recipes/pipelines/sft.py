@@ -37,9 +37,10 @@ from audio_recipes.models import (
 from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.generation_log import GenerationLogCallback
-from audio_recipes.pipelines.mixture import SPEECH_IDS_FILE, TrainingData, training_data
+from audio_recipes.pipelines.mixture import SPEECH_IDS_FILE, TrainingData, task_with, training_data
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.tasks import Example, Task
+from audio_recipes.tasks.base import check_audio_files
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +303,10 @@ def generation_log(task: Task, processor, task_args: TaskArguments, training_arg
     if eval_dataset is not None:
         rows = list(eval_dataset.select(range(min(count, len(eval_dataset)))))
     elif task_args.eval_file is not None or task_args.dataset_name:
-        rows = [example.to_row() for example in task.examples("eval")[:count]]
+        # Only the logged examples' audio is read: not every eval recording's (the run does not evaluate)
+        examples = task_with(task, checks_audio_on_load=False).examples("eval")[:count]
+        check_audio_files(examples, task.data_source("eval"), task.args)
+        rows = [example.to_row() for example in examples]
     else:
         logger.info("generation log: the recipe has no eval data; the first %d training rows are used", count)
         rows = list(train_dataset.select(range(min(count, len(train_dataset)))))
