@@ -153,3 +153,24 @@ def test_unknown_reward_fails_before_loading(tmp_path):
                              "--reward_funcs", "choice_acuracy", "--output_dir", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "did you mean 'choice_accuracy'" in result.stderr
+
+
+@pytest.mark.parametrize("peft", ["true", "false"], ids=["lora", "full"])
+def test_grpo_resumes_from_its_last_checkpoint_with_resume_true(tmp_path, peft):
+    """`resume_from_checkpoint: "true"` (the recipes' string) is the last complete checkpoint, as for SFT: it was
+    passed to the Trainer as a folder named "true"; full weights load through from_pretrained's key conversion."""
+    ensure_tiny_model("qwen2-audio")
+    output = tmp_path / "grpo"
+    command = [sys.executable, str(ROOT / "scripts/grpo.py"), str(ROOT / "recipes/tiny/mmar_grpo.yaml"),
+               "--model_name_or_path", "tiny-models/qwen2-audio", "--output_dir", str(output), "--use_peft", peft,
+               "--save_strategy", "steps", "--save_steps", "1", "--resume_from_checkpoint", "true",
+               "--per_device_train_batch_size", "4", "--max_completion_length", "8"]
+    subprocess.run([*command, "--max_steps", "1"], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    assert (output / "checkpoint-1" / "trainer_state.json").is_file()
+    resumed = subprocess.run([*command, "--max_steps", "2"], cwd=ROOT, check=True, capture_output=True, text=True,
+                             timeout=900)
+    assert f"resuming from {output / 'checkpoint-1'}" in resumed.stderr
+    if peft == "false":
+        assert f"model weights loaded from {output / 'checkpoint-1'}" in resumed.stderr
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and (output / "checkpoint-2").is_dir()

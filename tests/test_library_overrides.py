@@ -26,6 +26,7 @@ OVERRIDDEN = [
       "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids"]),
     (SFTTrainer, AudioSFTTrainer, "_save_checkpoint", ["self", "model", "trial"]),
     (SFTTrainer, AudioSFTTrainer, "_load_from_checkpoint", ["self", "resume_from_checkpoint", "model"]),
+    (GRPOTrainer, AudioGRPOTrainer, "_load_from_checkpoint", ["self", "resume_from_checkpoint", "model"]),
     # It also reads TRL's private _total_train_tokens and _metrics (a packed Omni batch's token count)
     (SFTTrainer, AudioSFTTrainer, "compute_loss", ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]),
     # SFTTrainer.training_step(*args, **kwargs) passes them on to transformers' Trainer.training_step

@@ -15,17 +15,17 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from audio_recipes.collators import AudioChatCollator, build_collator
-from audio_recipes.distributed import joined_process_state
+from audio_recipes.distributed import joined_process_state, resume_checkpoint
 from audio_recipes.hub import check_push_access
 from audio_recipes.library_noise import dropped_log_messages
 from audio_recipes.models import family_for_model, freeze_modules, load_model_and_processor, lora_config
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.mixture import refuse_sft_data_options
-from audio_recipes.pipelines.saving import save_trained
+from audio_recipes.pipelines.saving import FullWeightsResume, save_trained
 from audio_recipes.rewards import get_reward_funcs
 
 
-class AudioGRPOTrainer(GRPOTrainer):
+class AudioGRPOTrainer(FullWeightsResume, GRPOTrainer):
     """GRPOTrainer over rows `{id, audio, system, prompt, reference, ...}`; rewards get the rows' columns."""
 
     def __init__(self, *args, audio_collator: AudioChatCollator, **kwargs):
@@ -158,7 +158,9 @@ def run_grpo(model_args, task_args, reward_args, training_args, recipe_path: str
         processing_class=processor, peft_config=lora_config(model_args, model) if resolved.adapter is None else None,
         audio_collator=collator,
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # "true" (a recipe's string) is the last complete checkpoint in output_dir: the Trainer takes only a bool for it
+    checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train_loss": result.training_loss, **reward_quarters(trainer.state.log_history)}
     save_trained(trainer, processor, metrics, model_args, task_args, training_args, resolved, recipe_path,
                  push_repo, evaluation_recipe=reward_args.evaluation_recipe)

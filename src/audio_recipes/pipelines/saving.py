@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from transformers import PreTrainedModel
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
 from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import ResolvedModel, path_from_project_root, push_folder, write_model_card
@@ -13,6 +16,26 @@ from audio_recipes.io import numeric_metrics, write_json_atomic
 from audio_recipes.recipe import options_evaluate_lacks, recipe_dict
 
 logger = logging.getLogger(__name__)
+
+
+
+class FullWeightsResume:
+    """A Trainer mixin (SFT and GRPO) that resumes full-model checkpoints with their weights.
+
+    transformers 5 resumes with `load_state_dict` on the keys as saved, but `save_pretrained` writes them in the
+    checkpoint's original layout (`audio_tower.*`, not `model.audio_tower.*`): nothing loads, with only a warning,
+    and training goes on from the initial weights (transformers issue 43701). from_pretrained converts the keys.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        target = self.model if model is None else model
+        folder = Path(resume_from_checkpoint)
+        full_weights = (folder / SAFE_WEIGHTS_NAME).is_file() or (folder / SAFE_WEIGHTS_INDEX_NAME).is_file()
+        if not full_weights or not isinstance(target, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(target).from_pretrained(folder, dtype=target.dtype)
+        target.load_state_dict(saved.state_dict(), strict=True)
+        logger.info("model weights loaded from %s", folder)
 
 
 def save_trained(trainer, processor, metrics: dict, model_args: ModelArguments, task_args: TaskArguments,

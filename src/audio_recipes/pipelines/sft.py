@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import SFTConfig, SFTTrainer
 
 from audio_recipes.collators import AudioChatCollator, build_collator
@@ -38,7 +37,7 @@ from audio_recipes.packing import register_packed_sdpa
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.generation_log import GenerationLogCallback
 from audio_recipes.pipelines.mixture import SPEECH_IDS_FILE, TrainingData, task_with, training_data
-from audio_recipes.pipelines.saving import save_trained
+from audio_recipes.pipelines.saving import FullWeightsResume, save_trained
 from audio_recipes.tasks import Example, Task
 from audio_recipes.tasks.base import check_audio_files
 
@@ -107,7 +106,7 @@ class TrainingDataRecord(TrainerCallback, ExportableState):
         return {"args": {"training_data": self.training_data}, "attributes": {}}
 
 
-class AudioSFTTrainer(SFTTrainer):
+class AudioSFTTrainer(FullWeightsResume, SFTTrainer):
     """TRL's SFTTrainer, resuming full-model checkpoints with their weights, counting the clips it trains on."""
 
     clips_trained = 0  # by this process, in this run
@@ -159,22 +158,6 @@ class AudioSFTTrainer(SFTTrainer):
         """Clips trained on in this run, summed over processes (a collective: every process calls it)."""
         count = torch.tensor([self.clips_trained], device=self.accelerator.device)
         return int(self.accelerator.reduce(count, "sum").item())
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume full weights through from_pretrained's key conversion.
-
-        transformers 5 resumes with `load_state_dict` on the keys as saved, but `save_pretrained` writes them in
-        the checkpoint's original layout (`audio_tower.*`, not `model.audio_tower.*`): nothing loads, with only
-        a warning, and training goes on from the initial weights (transformers issue 43701).
-        """
-        target = self.model if model is None else model
-        folder = Path(resume_from_checkpoint)
-        full_weights = (folder / SAFE_WEIGHTS_NAME).is_file() or (folder / SAFE_WEIGHTS_INDEX_NAME).is_file()
-        if not full_weights or not isinstance(target, PreTrainedModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        saved = type(target).from_pretrained(folder, dtype=target.dtype)
-        target.load_state_dict(saved.state_dict(), strict=True)
-        logger.info("model weights loaded from %s", folder)
 
 
 class WholeRunTotals(TrainerCallback):
