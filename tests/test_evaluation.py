@@ -422,6 +422,40 @@ def test_a_folder_the_project_did_not_make_is_refused_and_left_as_it_was(tmp_pat
     assert [path.name for path in other.iterdir()] == ["metrics.json"]
 
 
+def test_sampled_evaluation_interrupted_and_resumed_writes_what_an_uninterrupted_one_does(
+    tiny_model, tmp_path, capsys, monkeypatch, generated_ids
+):
+    sampled = [TEXT_RECIPE, "--model_name_or_path", tiny_model, "--max_eval_samples", "4", "--do_sample", "true",
+               "--temperature", "1.5", "--per_device_eval_batch_size", "2", "--max_new_tokens", "8"]
+    whole = tmp_path / "whole"
+    script_output("evaluate.py", [*sampled, "--output_dir", str(whole)], capsys)
+    expected = read_jsonl(whole / "raw_outputs.jsonl")
+    ids = [row["id"] for row in expected]
+
+    counting = decoding.generate_batch
+
+    def interrupt_after_one_batch(model, collator, examples, **kwargs):
+        if generated_ids[len(ids):]:
+            raise Interrupted
+        return counting(model, collator, examples, **kwargs)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(decoding, "generate_batch", interrupt_after_one_batch)
+    with pytest.raises(Interrupted):
+        script_output("evaluate.py", [*sampled, "--output_dir", str(resumed)], capsys)
+    assert [row["id"] for row in read_jsonl(resumed / "raw_outputs.jsonl")] == ids[:2]
+    monkeypatch.setattr(decoding, "generate_batch", counting)
+    script_output("evaluate.py", [*sampled, "--output_dir", str(resumed)], capsys)
+    assert generated_ids[len(ids):] == ids  # the first batch once, then the rest
+    rows = read_jsonl(resumed / "raw_outputs.jsonl")
+    assert [row["raw_output"] for row in rows] == [row["raw_output"] for row in expected]
+    assert len({row["raw_output"] for row in rows}) > 1  # sampled text, not one repeated greedy answer
+
+    # Another seed draws other samples: another run, refused
+    status, stderr = script_error("evaluate.py", [*sampled, "--output_dir", str(resumed), "--seed", "7"], capsys)
+    assert status == 1 and "sample_seed: 42 -> 7" in stderr
+
+
 # ---------------------------------------------------------------- 4. batched left padding == one by one
 
 

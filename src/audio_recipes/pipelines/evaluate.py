@@ -18,6 +18,7 @@ from audio_recipes.decoding import (
     DECODING_MODES,
     batches,
     generate_batch,
+    item_seed,
     merge_shards,
     read_finished,
     run_generation,
@@ -180,6 +181,11 @@ def run_evaluation(
 ) -> dict[str, Any]:
     if eval_args.decoding not in DECODING_MODES:
         raise ValueError(f"unknown decoding {eval_args.decoding!r}; expected one of {', '.join(DECODING_MODES)}")
+    sampled = eval_args.do_sample and eval_args.decoding == "generate"
+    if sampled and eval_args.num_beams > 1:
+        raise InputError(f"do_sample with num_beams {eval_args.num_beams} (beam sampling) cannot draw each item from "
+                         "its own seed, so its outputs could not be resumed or repeated: set num_beams: 1 or "
+                         "do_sample: false")
     state = joined_process_state()
     with state.main_process_first():  # a tiny recipe's data is built on first use: by one process, not by each
         task = recipe_task(task_args)
@@ -189,6 +195,9 @@ def run_evaluation(
     if state.is_main_process:
         try:
             identity = run_identity(resolved_name, model_args, task_args, eval_args)
+            # Sampling draws each item from a seed of its own (training args' seed, item id): a resumed run writes
+            # the samples an uninterrupted one would, and a run with another seed is another run
+            identity["sample_seed"] = training_args.seed if sampled else None
             resume = prepare_output_dir(output_dir, identity, eval_args.resume, eval_args.overwrite,
                                         num_processes=state.num_processes)
         except EvaluationRunError as error:
@@ -215,6 +224,7 @@ def run_evaluation(
         model, collator, task, shard, shard_file(output_dir, state.process_index, state.num_processes),
         batch_size=training_args.per_device_eval_batch_size, resume=resume,
         generation_kwargs=generation_kwargs(eval_args, collator.tokenizer), decoding=eval_args.decoding,
+        sample_seed=(lambda example: item_seed(training_args.seed, example.id)) if sampled else None,
     )
     state.wait_for_everyone()
     if not state.is_main_process:
