@@ -454,6 +454,10 @@ def test_sampled_evaluation_interrupted_and_resumed_writes_what_an_uninterrupted
     # Another seed draws other samples: another run, refused
     status, stderr = script_error("evaluate.py", [*sampled, "--output_dir", str(resumed), "--seed", "7"], capsys)
     assert status == 1 and "sample_seed: 42 -> 7" in stderr
+    # Beam sampling cannot draw an item from its own seed: an error, before anything is written
+    beams = tmp_path / "beams"
+    status, stderr = script_error("evaluate.py", [*sampled, "--output_dir", str(beams), "--num_beams", "2"], capsys)
+    assert status == 1 and "num_beams 2 (beam sampling)" in stderr and not beams.exists()
 
 
 # ---------------------------------------------------------------- 4. batched left padding == one by one
