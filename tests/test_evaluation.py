@@ -34,7 +34,12 @@ from audio_recipes.decoding import generate_batch
 from audio_recipes.metrics.slu import METRIC_KEYS
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.pipelines.evaluate import default_evaluation_dir, generation_kwargs
+from audio_recipes.pipelines.evaluate import (
+    EvaluationRunError,
+    default_evaluation_dir,
+    generation_kwargs,
+    prepare_output_dir,
+)
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 AUDIO_RECIPE = "recipes/tiny/slurp.yaml"
@@ -354,6 +359,105 @@ def test_two_models_evaluated_by_default_keep_their_own_folders(tiny_model, tmp_
         assert json.loads((folder / "metrics.json").read_text())["num_gold"] == 2
     assert default_evaluation_dir("out", "Qwen/Qwen2-Audio-7B-Instruct", "eval") == \
         Path("out/eval/Qwen--Qwen2-Audio-7B-Instruct/eval")
+
+
+def test_a_run_started_over_on_another_process_count_leaves_no_shard_of_the_old_run(tmp_path, caplog):
+    output_dir = tmp_path / "eval"
+    run_a, run_b = {"model": "a"}, {"model": "b"}
+
+    def shard_rows() -> dict[str, list[str]]:
+        return {path.name: [row["raw_output"] for row in read_jsonl(path)]
+                for path in sorted(output_dir.glob("raw_outputs*.jsonl"))}
+
+    # Run A on 2 processes, interrupted: a shard per rank
+    assert prepare_output_dir(output_dir, run_a, None, False, num_processes=2) is False
+    for rank in range(2):
+        write_jsonl(decoding.shard_file(output_dir, rank, 2), [{"id": f"item{rank}", "raw_output": "A"}])
+    # Run B on 1 process with --overwrite: A's shards go too, not only this process's own file
+    assert prepare_output_dir(output_dir, run_b, None, True, num_processes=1) is False
+    assert shard_rows() == {}
+    write_jsonl(decoding.shard_file(output_dir, 0, 1), [{"id": "item0", "raw_output": "B"}])
+    # Run B again on 2 processes: another sharding of the items, so another run; never A's rows resumed
+    with pytest.raises(EvaluationRunError, match="num_processes: 1 -> 2"):
+        prepare_output_dir(output_dir, run_b, None, False, num_processes=2)
+    assert shard_rows() == {"raw_outputs.jsonl": ["B"]}
+    assert prepare_output_dir(output_dir, run_b, None, True, num_processes=2) is False
+    assert shard_rows() == {}
+    # The same run on the same process count resumes; --resume false removes every shard
+    write_jsonl(decoding.shard_file(output_dir, 1, 2), [{"id": "item1", "raw_output": "B2"}])
+    assert prepare_output_dir(output_dir, run_b, None, False, num_processes=2) is True
+    assert prepare_output_dir(output_dir, run_b, False, False, num_processes=2) is False
+    assert shard_rows() == {}
+
+
+def test_a_folder_the_project_did_not_make_is_refused_and_left_as_it_was(tmp_path):
+    users = tmp_path / "results"
+    users.mkdir()
+    (users / "metrics.json").write_text('{"mine": 1}')
+    (users / "predictions.jsonl").write_text('{"id": "mine"}\n')
+    (users / "raw_outputs.jsonl").write_text('{"id": "x", "raw_output": "mine"}\n')
+    (users / "notes.txt").write_text("mine")
+    before = {path.name: path.read_bytes() for path in users.iterdir()}
+    for overwrite in (False, True):
+        with pytest.raises(EvaluationRunError) as refused:
+            prepare_output_dir(users, {"model": "m"}, None, overwrite)
+        message = str(refused.value)
+        assert str(users) in message and "evaluation_run.json" in message
+        assert "metrics.json" in message and "notes.txt" in message
+        assert {path.name: path.read_bytes() for path in users.iterdir()} == before
+
+    # An evaluation of a version before the run record (raw outputs, metrics, predictions, nothing else) is ours:
+    # refused as another run, replaced with --overwrite true
+    (users / "notes.txt").unlink()
+    with pytest.raises(EvaluationRunError, match="no evaluation_run.json says which run wrote its 1 rows"):
+        prepare_output_dir(users, {"model": "m"}, None, False)
+    assert prepare_output_dir(users, {"model": "m"}, None, True) is False
+    assert not (users / "raw_outputs.jsonl").exists()
+    # A folder with a user's metrics and predictions but no raw outputs is not an evaluation's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.json").write_text("{}")
+    with pytest.raises(EvaluationRunError, match="not empty"):
+        prepare_output_dir(other, {"model": "m"}, None, True)
+    assert [path.name for path in other.iterdir()] == ["metrics.json"]
+
+
+def test_sampled_evaluation_interrupted_and_resumed_writes_what_an_uninterrupted_one_does(
+    tiny_model, tmp_path, capsys, monkeypatch, generated_ids
+):
+    sampled = [TEXT_RECIPE, "--model_name_or_path", tiny_model, "--max_eval_samples", "4", "--do_sample", "true",
+               "--temperature", "1.5", "--per_device_eval_batch_size", "2", "--max_new_tokens", "8"]
+    whole = tmp_path / "whole"
+    script_output("evaluate.py", [*sampled, "--output_dir", str(whole)], capsys)
+    expected = read_jsonl(whole / "raw_outputs.jsonl")
+    ids = [row["id"] for row in expected]
+
+    counting = decoding.generate_batch
+
+    def interrupt_after_one_batch(model, collator, examples, **kwargs):
+        if generated_ids[len(ids):]:
+            raise Interrupted
+        return counting(model, collator, examples, **kwargs)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(decoding, "generate_batch", interrupt_after_one_batch)
+    with pytest.raises(Interrupted):
+        script_output("evaluate.py", [*sampled, "--output_dir", str(resumed)], capsys)
+    assert [row["id"] for row in read_jsonl(resumed / "raw_outputs.jsonl")] == ids[:2]
+    monkeypatch.setattr(decoding, "generate_batch", counting)
+    script_output("evaluate.py", [*sampled, "--output_dir", str(resumed)], capsys)
+    assert generated_ids[len(ids):] == ids  # the first batch once, then the rest
+    rows = read_jsonl(resumed / "raw_outputs.jsonl")
+    assert [row["raw_output"] for row in rows] == [row["raw_output"] for row in expected]
+    assert len({row["raw_output"] for row in rows}) > 1  # sampled text, not one repeated greedy answer
+
+    # Another seed draws other samples: another run, refused
+    status, stderr = script_error("evaluate.py", [*sampled, "--output_dir", str(resumed), "--seed", "7"], capsys)
+    assert status == 1 and "sample_seed: 42 -> 7" in stderr
+    # Beam sampling cannot draw an item from its own seed: an error, before anything is written
+    beams = tmp_path / "beams"
+    status, stderr = script_error("evaluate.py", [*sampled, "--output_dir", str(beams), "--num_beams", "2"], capsys)
+    assert status == 1 and "num_beams 2 (beam sampling)" in stderr and not beams.exists()
 
 
 # ---------------------------------------------------------------- 4. batched left padding == one by one

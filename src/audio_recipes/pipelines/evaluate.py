@@ -18,6 +18,7 @@ from audio_recipes.decoding import (
     DECODING_MODES,
     batches,
     generate_batch,
+    item_seed,
     merge_shards,
     read_finished,
     run_generation,
@@ -93,15 +94,45 @@ def model_files(name_or_path: str) -> list[list] | None:
     return [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files]
 
 
-def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool | None, overwrite: bool) -> bool:
+# Names evaluation writes in its folder (raw outputs and shards, metrics, official predictions, reports): a folder
+# without a run record holding a raw output file and nothing else is an evaluation of a version older than the record
+EVALUATION_FILE_PATTERNS = ("raw_outputs*.jsonl", "*_raw_outputs.jsonl", "*metrics.json", "*predictions.json",
+                            "*predictions.jsonl", "*predictions.parquet", "report.md", "*psychometric*")
+# The files an evaluation resumes from: all of them go when a run starts over, whatever process count wrote them
+RAW_OUTPUT_PATTERNS = ("raw_outputs.jsonl", "raw_outputs.rank*-of-*.jsonl")
+
+
+def raw_output_files(output_dir: Path) -> list[Path]:
+    return sorted({path for pattern in RAW_OUTPUT_PATTERNS for path in output_dir.glob(pattern) if path.is_file()})
+
+
+def is_earlier_evaluation(output_dir: Path) -> bool:
+    """A folder without a run record that holds raw outputs and only names evaluation writes."""
+    entries = list(output_dir.iterdir())
+    return bool(raw_output_files(output_dir)) and all(
+        entry.is_file() and any(entry.match(pattern) for pattern in EVALUATION_FILE_PATTERNS) for entry in entries)
+
+
+def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool | None, overwrite: bool,
+                       num_processes: int = 1) -> bool:
     """Record this run in output_dir and say whether to resume the rows already there.
 
-    A folder holding the same run (model, data, prompts, decoding) is resumed unless `resume` is false (then
-    started over, with a warning); one holding another run's rows is an error unless `overwrite`.
+    A folder holding the same run (model, data, prompts, decoding, process count) is resumed unless `resume` is
+    false (then started over, with a warning); one holding another run's rows is an error unless `overwrite`.
+    Starting over removes every raw output file of the folder (each process's shard, whatever the process count
+    that wrote it). A non-empty folder that is not an evaluation's (no run record, other files) is never written.
     """
+    identity = {**identity, "num_processes": num_processes}  # each process count shards the items its own way
     record_path = output_dir / RUN_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
-    rows = sum(len(read_finished(path)) for path in output_dir.glob("raw_outputs*.jsonl"))
+    if record is None and output_dir.is_dir() and any(output_dir.iterdir()) and not is_earlier_evaluation(output_dir):
+        names = sorted(entry.name for entry in output_dir.iterdir())
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise EvaluationRunError(
+            f"{output_dir} is not empty ({shown}) and holds no {RUN_RECORD}: it is not an evaluation folder of this "
+            "project, and its files are never replaced (not even with --overwrite true): name another --output_dir")
+    shards = raw_output_files(output_dir) if output_dir.is_dir() else []
+    rows = sum(len(read_finished(path)) for path in shards)
     if rows and record != identity and not overwrite:
         if record is None:
             differences = f"no {RUN_RECORD} says which run wrote its {rows} rows"
@@ -112,19 +143,21 @@ def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool 
         raise EvaluationRunError(
             f"{output_dir} holds the outputs of another evaluation run ({differences}): name another --output_dir, "
             "or pass --overwrite true to replace them")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(record_path, identity)
-    if not rows:
-        return False
-    if record != identity:
+    resuming = bool(rows) and record == identity and resume is not False
+    if rows and record != identity:
         logger.warning("replacing the %d output rows of another run in %s (--overwrite true)", rows, output_dir)
-        return False
-    if resume is False:
+    elif rows and not resuming:
         logger.warning("starting over: the %d output rows of the same run in %s are discarded (--resume false)",
                        rows, output_dir)
-        return False
-    logger.info("resuming the run in %s: %d rows already done (--resume false starts over)", output_dir, rows)
-    return True
+    if not resuming:
+        # Before the record changes: a kill in between leaves the old record over a subset of its own rows
+        for path in shards:
+            path.unlink()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record_path, identity)
+    if resuming:
+        logger.info("resuming the run in %s: %d rows already done (--resume false starts over)", output_dir, rows)
+    return resuming
 
 
 def generation_kwargs(eval_args: EvalArguments, tokenizer) -> dict[str, Any]:
@@ -148,6 +181,11 @@ def run_evaluation(
 ) -> dict[str, Any]:
     if eval_args.decoding not in DECODING_MODES:
         raise ValueError(f"unknown decoding {eval_args.decoding!r}; expected one of {', '.join(DECODING_MODES)}")
+    sampled = eval_args.do_sample and eval_args.decoding == "generate"
+    if sampled and eval_args.num_beams > 1:
+        raise InputError(f"do_sample with num_beams {eval_args.num_beams} (beam sampling) cannot draw each item from "
+                         "its own seed, so its outputs could not be resumed or repeated: set num_beams: 1 or "
+                         "do_sample: false")
     state = joined_process_state()
     with state.main_process_first():  # a tiny recipe's data is built on first use: by one process, not by each
         task = recipe_task(task_args)
@@ -156,8 +194,12 @@ def run_evaluation(
     resume, refusal = False, None
     if state.is_main_process:
         try:
-            resume = prepare_output_dir(output_dir, run_identity(resolved_name, model_args, task_args, eval_args),
-                                        eval_args.resume, eval_args.overwrite)
+            identity = run_identity(resolved_name, model_args, task_args, eval_args)
+            # Sampling draws each item from a seed of its own (training args' seed, item id): a resumed run writes
+            # the samples an uninterrupted one would, and a run with another seed is another run
+            identity["sample_seed"] = training_args.seed if sampled else None
+            resume = prepare_output_dir(output_dir, identity, eval_args.resume, eval_args.overwrite,
+                                        num_processes=state.num_processes)
         except EvaluationRunError as error:
             refusal = str(error)
     resume, refusal = broadcast_object((resume, refusal))  # every process stops, or none
@@ -182,6 +224,7 @@ def run_evaluation(
         model, collator, task, shard, shard_file(output_dir, state.process_index, state.num_processes),
         batch_size=training_args.per_device_eval_batch_size, resume=resume,
         generation_kwargs=generation_kwargs(eval_args, collator.tokenizer), decoding=eval_args.decoding,
+        sample_seed=(lambda example: item_seed(training_args.seed, example.id)) if sampled else None,
     )
     state.wait_for_everyone()
     if not state.is_main_process:
