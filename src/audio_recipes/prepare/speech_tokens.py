@@ -3,14 +3,16 @@
     scripts/prepare_data.py speech_tokens --input data/*.parquet --output_file train.jsonl \\
         [--num_samples N] [--columns question=instruction,answer=response,speech_tokens=answer_tokens[,id=key]] \\
         [--num_speech_tokens 4096] [--eval_file eval.jsonl --eval_ratio 0.02] \\
-        [--test_file test.jsonl --test_ratio 0.02] [--seed 42] [--tokenizer Qwen/Qwen3-0.6B]
+        [--test_file test.jsonl --test_ratio 0.02] [--seed 42] [--tokenizer Qwen/Qwen3-0.6B] [--overwrite]
 
 Inputs are parquet files (speech tokens as a list of integers, or a string of integers separated by spaces
 or commas) or JSON-lines files of chat rows already converted (to re-split them). Each row becomes
 `{"id", "messages": [user: question, assistant: "answer\\n<|speech_start|><|s_i|>...<|speech_end|>"]}`.
 Rows with an out-of-range or malformed speech token, or an empty field, are rejected and named (all of them
 in OUTPUT.rejected.jsonl). With --eval_ratio / --test_ratio, a seeded shuffle sends that share of the rows to
---eval_file / --test_file and the rest to --output_file. Prints statistics as one JSON object (last line).
+--eval_file / --test_file and the rest to --output_file. Each file written gets FILE.build.json beside it (the
+builder and its settings); an output that is an input is refused, and so is an existing file without that record
+unless --overwrite. Prints statistics as one JSON object (last line).
 """
 
 from __future__ import annotations
