@@ -224,3 +224,24 @@ def test_the_nbest_and_rationale_builders_never_write_over_an_input_or_a_users_f
     with pytest.raises(OutputFileError, match="is also an input"):
         run_builder("slurp_rationale", [*rationale, "--output_file", str(RECIPE)])
     assert notes.read_text() == "mine\n" and theirs.read_text() == "theirs\n" and source.read_bytes() == before
+
+
+def test_a_malformed_nbest_input_row_is_named_by_its_line_and_key(tmp_path):
+    row = {"slurp_id": 3, "sentence": "hi", "scenario": "general", "action": "greet", "tokens": [{"surface": "hi"}],
+           "entities": [], "recordings": [{"file": "a.flac"}, "b.flac"]}
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"in\.jsonl, line 2 \(slurp_id 3\): recordings\[1\] is str; expected an "
+                                        "object with file"):
+        run_builder("slurp_nbest", ["--input", str(source), "--audio_dir", str(tmp_path), "--model", "not/loaded",
+                                    "--output_file", str(tmp_path / "out.jsonl"), "--recordings", "all"])
+
+
+def test_a_bad_nbest_row_after_a_blank_line_is_named_by_its_line(tmp_path):
+    source = tmp_path / "nbest.jsonl"
+    row = {"filename": "a.flac", "candidates": ["hi"], "final": {"scenario": "general", "action": "greet",
+                                                                  "entities": []}}
+    source.write_text(json.dumps(row) + "\n\n" + json.dumps({"filename": "b.flac"}) + "\n")
+    with pytest.raises(DataError, match=r"nbest\.jsonl, line 3: an n-best row needs filename and candidates"):
+        run_builder("slurp_rationale", ["--input", str(source), "--recipe", str(RECIPE), "--model", "not/loaded",
+                                        "--output_file", str(tmp_path / "train.jsonl")])
