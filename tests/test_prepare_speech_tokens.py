@@ -193,3 +193,16 @@ def test_a_bad_row_after_a_blank_line_is_named_by_its_line(tmp_path, capsys):
     stats, err = run(["--input", str(source), "--output_file", str(tmp_path / "out.jsonl")], capsys)
     assert stats["rows_rejected"] == 1
     assert read(tmp_path / "out.rejected.jsonl")[0]["where"] == f"{source}, line 4"
+
+
+def test_the_speech_tokens_task_names_a_bad_row_by_its_line(tmp_path):
+    from audio_recipes.config import TaskArguments
+    from audio_recipes.tasks import get_task
+
+    source = chat_jsonl(tmp_path / "chat.jsonl", 3, blank_before=1)
+    rows = source.read_text().splitlines()
+    rows[3] = json.dumps({k: v for k, v in json.loads(rows[3]).items() if k != "id"})
+    source.write_text("\n".join(rows) + "\n")  # line 2 blank, line 4 has no id
+    task = get_task("speech_tokens", TaskArguments(task="speech_tokens", train_file=str(source)))
+    with pytest.raises(DataError, match=r"chat\.jsonl, line 4 \(id None\): no 'id'"):
+        task.load_examples("train")
