@@ -241,3 +241,12 @@ def test_a_published_checksum_given_as_a_prefix_checks_that_prefix(mirror):
     wrong = f"{'0' if md5[0] != '0' else '1'}{md5[1:12]}"
     assert builder.checksum_problem(archive, Published(ARCHIVE, f"md5:{wrong}")) == f"md5 {md5}, published {wrong}"
     assert next(p for p in PUBLISHED if p.name == "slurp_synth.tar.gz").checksum == "md5:6186b4d2475a"
+
+
+def test_validate_only_names_the_line_and_key_of_a_malformed_row(tmp_path):
+    rows = read_jsonl(ASSETS_DIR / "slurp" / "devel.jsonl")[:2]
+    rows[1] = {**rows[1], "recordings": [{"wer": 0.0}]}
+    (tmp_path / "devel.jsonl").write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")
+    with pytest.raises(DataError, match=rf"devel\.jsonl, line 3 \(slurp_id {rows[1]['slurp_id']}\): recordings\[0\] "
+                                        "is an object without it"):
+        run_builder("slurp", ["--output_dir", str(tmp_path), "--validate_only"])

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from audio_recipes.errors import DataError
+from audio_recipes.io import OutputFileError
 from audio_recipes.models.speech_vocabulary import speech_answer
 from audio_recipes.prepare import DATA_BUILDERS, run_builder
 from audio_recipes.prepare.speech_tokens import split_rows
@@ -131,3 +132,77 @@ def test_prepare_data_script_dispatches_by_name(tmp_path):
                              "--output_file", str(tmp_path / "t.jsonl")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["rows_written"] == 1
+
+
+def chat_jsonl(path, count, blank_before=None):
+    """`count` chat rows as speech_tokens writes them; a blank line before row `blank_before` (0-based)."""
+    lines = []
+    for i in range(count):
+        if i == blank_before:
+            lines.append("")
+        lines.append(json.dumps({"id": f"r{i}", "messages": [
+            {"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": speech_answer(f"A{i}.", [i])}]}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path):
+    source = chat_jsonl(tmp_path / "chat.jsonl", 10)
+    before = source.read_bytes()
+    for output in (source, tmp_path / "." / "chat.jsonl"):
+        with pytest.raises(OutputFileError, match="is also an input"):
+            run_builder("speech_tokens", ["--input", str(source), "--output_file", str(output), "--eval_file",
+                                          str(tmp_path / "eval.jsonl"), "--eval_ratio", "0.3", "--overwrite"])
+    with pytest.raises(OutputFileError, match="is also an input"):
+        run_builder("speech_tokens", ["--input", str(source), "--output_file", str(tmp_path / "train.jsonl"),
+                                      "--eval_file", str(source), "--eval_ratio", "0.3"])
+    assert source.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["chat.jsonl"]
+
+
+def test_a_file_the_project_did_not_write_is_replaced_only_with_overwrite(tmp_path, capsys):
+    source = chat_jsonl(tmp_path / "chat.jsonl", 3)
+    notes = tmp_path / "mine.txt"
+    notes.write_text("my notes\n")
+    argv = ["--input", str(source), "--output_file", str(notes)]
+    with pytest.raises(OutputFileError, match=r"mine\.txt exists and was not made by the project"):
+        run_builder("speech_tokens", argv)
+    assert notes.read_text() == "my notes\n"
+    # the rejected-rows file too, checked before anything is written
+    theirs = tmp_path / "out.rejected.jsonl"
+    theirs.write_text("theirs\n")
+    with pytest.raises(OutputFileError, match=r"out\.rejected\.jsonl exists and was not made"):
+        run_builder("speech_tokens", ["--input", str(source), "--output_file", str(tmp_path / "out.jsonl")])
+    assert theirs.read_text() == "theirs\n" and not (tmp_path / "out.jsonl").exists()
+    theirs.unlink()
+    # a file it wrote it replaces (a rerun), and with --overwrite one it did not
+    run(["--input", str(source), "--output_file", str(tmp_path / "out.jsonl")], capsys)
+    run(["--input", str(source), "--output_file", str(tmp_path / "out.jsonl"), "--num_samples", "2"], capsys)
+    assert len(read(tmp_path / "out.jsonl")) == 2
+    run([*argv, "--overwrite"], capsys)
+    assert len(read(notes)) == 3 and json.loads((tmp_path / "mine.txt.build.json").read_text())["builder"] == \
+        "speech_tokens"
+
+
+def test_a_bad_row_after_a_blank_line_is_named_by_its_line(tmp_path, capsys):
+    source = chat_jsonl(tmp_path / "chat.jsonl", 3, blank_before=1)
+    rows = source.read_text().splitlines()
+    rows[3] = json.dumps({"id": "bad", "messages": [{"role": "user", "content": "Q?"},
+                                                     {"role": "assistant", "content": "no speech"}]})
+    source.write_text("\n".join(rows) + "\n")  # line 1 good, line 2 blank, line 3 good, line 4 bad
+    stats, err = run(["--input", str(source), "--output_file", str(tmp_path / "out.jsonl")], capsys)
+    assert stats["rows_rejected"] == 1
+    assert read(tmp_path / "out.rejected.jsonl")[0]["where"] == f"{source}, line 4"
+
+
+def test_the_speech_tokens_task_names_a_bad_row_by_its_line(tmp_path):
+    from audio_recipes.config import TaskArguments
+    from audio_recipes.tasks import get_task
+
+    source = chat_jsonl(tmp_path / "chat.jsonl", 3, blank_before=1)
+    rows = source.read_text().splitlines()
+    rows[3] = json.dumps({k: v for k, v in json.loads(rows[3]).items() if k != "id"})
+    source.write_text("\n".join(rows) + "\n")  # line 2 blank, line 4 has no id
+    task = get_task("speech_tokens", TaskArguments(task="speech_tokens", train_file=str(source)))
+    with pytest.raises(DataError, match=r"chat\.jsonl, line 4 \(id None\): no 'id'"):
+        task.load_examples("train")

@@ -5,6 +5,7 @@ their resumption after an interruption, and the slurp_rationale task reading wha
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from helpers import examples_of
 from audio_recipes import decoding
 from audio_recipes.config import TaskArguments
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl, write_jsonl_atomic
+from audio_recipes.io import OutputFileError, file_record_path, read_jsonl, write_jsonl_atomic
 from audio_recipes.metrics.slu import slurp_gold_entities
 from audio_recipes.paths import PROJECT_ROOT
 from audio_recipes.prepare import run_builder, slurp_nbest
@@ -180,3 +181,67 @@ def test_nbest_input_with_missing_audio_is_refused_before_any_model_loads(tmp_pa
     with pytest.raises(Exception, match="audio files cannot be used"):
         run_builder("slurp_nbest", ["--input", str(tmp_path / "in.jsonl"), "--audio_dir", str(tmp_path),
                                     "--model", "not/loaded", "--output_file", str(tmp_path / "out.jsonl")])
+
+
+def test_a_finished_nbest_output_is_not_generated_again_nor_replaced_by_other_settings(whisper, nbest_file, tmp_path,
+                                                                                       monkeypatch, capsys):
+    output = tmp_path / "devel.nbest.jsonl"
+    shutil.copy(nbest_file, output)
+    shutil.copy(file_record_path(nbest_file), file_record_path(output))
+    before = output.read_bytes()
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(slurp_nbest, "nbest_batch", no_generation)
+    capsys.readouterr()
+    run_builder("slurp_nbest", nbest_args(whisper, output))
+    out, err = capsys.readouterr()
+    assert json.loads(out.splitlines()[-1])["already_built"] is True and "already built" in err
+    with pytest.raises(OutputFileError, match=r"other num_beams, num_candidates\).*--overwrite"):
+        run_builder("slurp_nbest", nbest_args(whisper, output, "--num_candidates", "2", "--num_beams", "2"))
+    assert output.read_bytes() == before and not (tmp_path / "devel.nbest.jsonl.partial.jsonl").exists()
+
+
+def test_the_nbest_and_rationale_builders_never_write_over_an_input_or_a_users_file(whisper, tmp_path):
+    source = tmp_path / "devel.jsonl"
+    shutil.copy(SLURP / "devel.jsonl", source)
+    before = source.read_bytes()
+    with pytest.raises(OutputFileError, match="is also an input"):
+        run_builder("slurp_nbest", ["--input", str(source), "--audio_dir", str(SLURP / "audio"), "--model", "not/loaded",
+                                    "--output_file", str(tmp_path / "." / "devel.jsonl"), "--overwrite"])
+    assert source.read_bytes() == before
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("mine\n")
+    with pytest.raises(OutputFileError, match=r"notes\.jsonl exists and was not made by the project"):
+        run_builder("slurp_nbest", ["--input", str(source), "--audio_dir", str(SLURP / "audio"), "--model", "not/loaded",
+                                    "--output_file", str(notes)])
+    theirs = tmp_path / "train.rejected.jsonl"
+    theirs.write_text("theirs\n")
+    rationale = ["--input", str(source), "--recipe", str(RECIPE), "--model", "not/loaded"]
+    with pytest.raises(OutputFileError, match=r"train\.rejected\.jsonl exists and was not made by the project"):
+        run_builder("slurp_rationale", [*rationale, "--output_file", str(tmp_path / "train.jsonl")])
+    with pytest.raises(OutputFileError, match="is also an input"):
+        run_builder("slurp_rationale", [*rationale, "--output_file", str(RECIPE)])
+    assert notes.read_text() == "mine\n" and theirs.read_text() == "theirs\n" and source.read_bytes() == before
+
+
+def test_a_malformed_nbest_input_row_is_named_by_its_line_and_key(tmp_path):
+    row = {"slurp_id": 3, "sentence": "hi", "scenario": "general", "action": "greet", "tokens": [{"surface": "hi"}],
+           "entities": [], "recordings": [{"file": "a.flac"}, "b.flac"]}
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"in\.jsonl, line 2 \(slurp_id 3\): recordings\[1\] is str; expected an "
+                                        "object with file"):
+        run_builder("slurp_nbest", ["--input", str(source), "--audio_dir", str(tmp_path), "--model", "not/loaded",
+                                    "--output_file", str(tmp_path / "out.jsonl"), "--recordings", "all"])
+
+
+def test_a_bad_nbest_row_after_a_blank_line_is_named_by_its_line(tmp_path):
+    source = tmp_path / "nbest.jsonl"
+    row = {"filename": "a.flac", "candidates": ["hi"], "final": {"scenario": "general", "action": "greet",
+                                                                  "entities": []}}
+    source.write_text(json.dumps(row) + "\n\n" + json.dumps({"filename": "b.flac"}) + "\n")
+    with pytest.raises(DataError, match=r"nbest\.jsonl, line 3: an n-best row needs filename and candidates"):
+        run_builder("slurp_rationale", ["--input", str(source), "--recipe", str(RECIPE), "--model", "not/loaded",
+                                        "--output_file", str(tmp_path / "train.jsonl")])

@@ -70,6 +70,27 @@ def test_slurp_malformed_rows_name_file_and_line(tmp_path):
         get_task("slurp", TaskArguments(task="slurp", test_file=str(bad), input_mode="text")).examples("test")
 
 
+def test_slurp_rows_with_malformed_recordings_or_entities_name_file_line_and_key(tmp_path):
+    """A blank line comes first, so a row's position (1) differs from its line (2): the error names the line."""
+    good = {"slurp_id": 7, "sentence": "wake me up", "scenario": "alarm", "action": "set",
+            "tokens": [{"surface": "wake"}, {"surface": "me"}, {"surface": "up"}],
+            "entities": [{"type": "time", "span": [0]}], "recordings": [{"file": "a.flac", "wer": 0.0}]}
+    bad = tmp_path / "bad.jsonl"
+    cases = [({"recordings": ["a.flac"]}, r"recordings\[0\] is str; expected an object with file"),
+             ({"recordings": [{"wer": 0.1}]}, r"recordings\[0\] is an object without it .*expected an object with file"),
+             ({"recordings": "a.flac"}, "recordings is a str, expected a list"),
+             ({"entities": ["time"]}, r"entities\[0\] is a str, expected an object with type and span")]
+    for change, message in cases:
+        bad.write_text("\n" + json.dumps({**good, **change}) + "\n")
+        for mode, split in (("audio", "test"), ("text", "test")):
+            task = get_task("slurp", TaskArguments(task="slurp", test_file=str(bad), input_mode=mode,
+                                                   audio_dir=str(tmp_path)))
+            with pytest.raises(DataError, match=r"bad\.jsonl, line 2 \(slurp_id 7\): " + message):
+                task.examples(split)
+        with pytest.raises(DataError, match=r"bad\.jsonl, line 2 \(slurp_id 7\): " + message):
+            task.score_files(bad, bad)
+
+
 def test_unknown_task_suggests_close_name():
     with pytest.raises(ValueError, match="unknown task 'slrup' .*did you mean 'slurp'"):
         get_task("slrup")

@@ -29,8 +29,9 @@ def read_text(path: str | Path) -> str:
                         f"{error.start - line_start + 1} of the line); save the file as UTF-8") from error
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
+def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) for each row of a JSON-lines file, blank lines skipped (so a row's number in an error is its
+    line in the file, not its position among the rows); a malformed line raises a DataError naming the file and line."""
     path = Path(path)
     rows = []
     with io.StringIO(read_text(path), newline=None) as handle:
@@ -43,8 +44,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from error
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {line_number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((line_number, row))
     return rows
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a malformed line raises a DataError naming the file and line."""
+    return [row for _, row in read_jsonl_lines(path)]
 
 
 def read_json(path: str | Path) -> Any:
@@ -125,8 +131,7 @@ def build_folder_atomically(output_dir: str | Path, builder: str, settings: dict
         if previous == record:
             return False
         if not overwrite:
-            changed = sorted(key for key in {*settings, *previous.get("settings", {})}
-                             if settings.get(key) != previous.get("settings", {}).get(key))
+            changed = changed_settings(previous.get("settings", {}), settings)
             raise OutputFolderError(f"{output_dir} holds another {builder} build (other {', '.join(changed) or 'builder'}):"
                                     " nothing was written; pass --overwrite to replace it, or name a new folder")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -143,4 +148,96 @@ def build_folder_atomically(output_dir: str | Path, builder: str, settings: dict
             os.replace(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+# ---------------------------------------------------------------- output files of the builders
+
+# A builder's output file carries a record beside it, FILE.build.json ({"builder", "settings"}, the same record as a
+# built folder's BUILD_RECORD), written after the file: a file without one was not made by the project.
+FILE_RECORD_SUFFIX = ".build.json"
+
+
+class OutputFileError(InputError, ValueError):
+    """An output file a builder may not write or replace; nothing was written."""
+
+
+def file_record_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + FILE_RECORD_SUFFIX)
+
+
+def read_file_record(path: str | Path) -> dict[str, Any] | None:
+    """The build record beside a file the project wrote; None when there is none (or it is not one)."""
+    record_path = file_record_path(path)
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "builder" in record else None
+
+
+def changed_settings(previous: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two settings records."""
+    return sorted(key for key in {*previous, *settings} if previous.get(key) != settings.get(key))
+
+
+def check_output_files(builder: str, outputs: Iterable[str | Path | None], inputs: Iterable[str | Path],
+                       overwrite: bool) -> None:
+    """Before a builder writes anything: no output is one of its inputs or named twice (whatever `overwrite` says),
+    and none exists unless the project wrote it (its FILE.build.json) or `overwrite` is given."""
+    outputs = [Path(output) for output in outputs if output is not None]
+    resolved_inputs = {Path(path).resolve(): Path(path) for path in inputs}
+    seen: dict[Path, Path] = {}
+    for output in outputs:
+        resolved = output.resolve()
+        if resolved in resolved_inputs:
+            raise OutputFileError(f"{output} is also an input ({resolved_inputs[resolved]}) of `prepare_data.py "
+                                  f"{builder}`: nothing was written; name another output file")
+        if resolved in seen:
+            raise OutputFileError(f"{output} is named twice as an output of `prepare_data.py {builder}` (also as "
+                                  f"{seen[resolved]}): nothing was written; name different files")
+        seen[resolved] = output
+        if output.exists() and read_file_record(output) is None and not overwrite:
+            raise OutputFileError(f"{output} exists and was not made by the project (no "
+                                  f"{file_record_path(output).name}): nothing was written; name a new file, or pass "
+                                  "--overwrite to replace it")
+
+
+def finished_output(output: str | Path, builder: str, settings: dict[str, Any], overwrite: bool) -> bool:
+    """True when `output` already holds this builder's output with these settings (nothing to do). An output of other
+    settings (or of another builder) is an OutputFileError unless `overwrite`; one without a record is left to
+    check_output_files."""
+    output = Path(output)
+    previous = read_file_record(output) if output.exists() else None
+    if previous is None:
+        return False
+    record = {"builder": builder, "settings": settings}
+    if json.loads(json.dumps(record, default=str)) == previous:
+        return True
+    if not overwrite:
+        changed = (changed_settings(previous.get("settings") or {}, json.loads(json.dumps(settings, default=str)))
+                   if previous.get("builder") == builder else [f"builder: {previous.get('builder')}"])
+        raise OutputFileError(f"{output} holds another `prepare_data.py {previous.get('builder')}` output (other "
+                              f"{', '.join(changed) or 'settings'}): nothing was written; pass --overwrite to replace "
+                              "it, or name another --output_file")
+    return False
+
+
+def write_recorded_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], builder: str,
+                         settings: dict[str, Any]) -> Path:
+    """JSON lines written atomically, then the record that the project wrote them (FILE.build.json)."""
+    write_jsonl_atomic(path, rows)
+    write_text_atomic(file_record_path(path), json.dumps({"builder": builder, "settings": settings}, indent=2,
+                                                         ensure_ascii=False, default=str) + "\n")
+    return Path(path)
+
+
+def remove_recorded(path: str | Path) -> bool:
+    """Delete a file the project wrote (it has a record) and its record; a file without one is left as it is."""
+    path = Path(path)
+    if not path.is_file() or read_file_record(path) is None:
+        return False
+    path.unlink()
+    file_record_path(path).unlink(missing_ok=True)
     return True

@@ -44,9 +44,10 @@ from audio_recipes.io import (
     BUILD_RECORD,
     OutputFolderError,
     build_folder_atomically,
-    read_jsonl,
+    read_jsonl_lines,
     write_json_atomic,
 )
+from audio_recipes.tasks.slurp import validate_row
 
 AUDIO_URL = "https://zenodo.org/record/4274930/files"
 SLURP_COMMIT = "8eb16545762be97ace75334109d73824217311f1"  # pswietojanski/slurp, 2020-11 (the EMNLP 2020 release)
@@ -296,8 +297,12 @@ def validate_layout(output_dir: Path, splits: list[str], workers: int) -> dict[s
     problems: list[str] = []
     referenced: set[str] = set()
     for split in splits:
-        rows = read_jsonl(output_dir / f"{split}.jsonl")
-        files = [recording["file"] for row in rows for recording in row.get("recordings") or []]
+        path = output_dir / f"{split}.jsonl"
+        lines = read_jsonl_lines(path)
+        for line_number, row in lines:
+            validate_row(row, f"{path}, line {line_number} (slurp_id {row.get('slurp_id')})")
+        rows = [row for _, row in lines]
+        files = [recording["file"] for row in rows for recording in row["recordings"]]
         referenced.update(files)
         log(f"validating the {len(files):,} recordings of {split}")
         with ThreadPoolExecutor(max_workers=workers) as pool:  # decoding (libsndfile) releases the GIL

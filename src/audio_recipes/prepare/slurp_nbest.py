@@ -10,21 +10,24 @@ data once `prepare_data.py slurp_rationale` has added rationales).
 Each row: slurp_id, filename (the recording), sentence (the gold transcript), candidates (the distinct texts of the
 returned beams, best first), candidate_scores (their beam scores), final (the gold label: scenario, action, entities
 as [{type, filler}], by SLURP's rule). Rows are appended to OUTPUT.partial.jsonl as they come: a run interrupted
-resumes with the same settings; OUTPUT is written whole, in the input's order, at the end. Prints statistics as one
-JSON object (last line).
+resumes with the same settings; OUTPUT is written whole, in the input's order, at the end, then OUTPUT.build.json (its
+settings): the same command again says "already built" and generates nothing; other settings are refused unless
+--overwrite. An output that is the input, or an existing file the project did not write (no OUTPUT.build.json), is
+refused unless --overwrite (never the input). Prints statistics as one JSON object (last line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from audio_recipes.config import TaskArguments
 from audio_recipes.decoding import append_in_batches, read_finished
 from audio_recipes.errors import DataError, InputError
-from audio_recipes.io import read_jsonl, write_jsonl_atomic
+from audio_recipes.io import check_output_files, finished_output, read_jsonl_lines, write_recorded_jsonl
 from audio_recipes.metrics.slu import slurp_gold_entities
 from audio_recipes.prepare.resumable import may_resume, partial_paths, remove_partial
 from audio_recipes.tasks.base import Example, check_audio_files
@@ -34,7 +37,7 @@ from audio_recipes.tasks.slurp import best_recording, validate_row
 def recording_rows(path: Path, audio_dir: Path, recordings: str, limit: int | None) -> list[dict[str, Any]]:
     """One row per recording to transcribe (the lowest-WER one of each sentence, or all), with its gold label."""
     rows = []
-    for line_number, row in enumerate(read_jsonl(path), start=1):
+    for line_number, row in read_jsonl_lines(path):
         validate_row(row, f"{path}, line {line_number} (slurp_id {row.get('slurp_id')})")
         label = {"scenario": row["scenario"], "action": row["action"], "entities": slurp_gold_entities(row)}
         chosen = row["recordings"] if recordings == "all" else [best_recording(row["recordings"])] if row["recordings"] else []
@@ -131,7 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N recordings")
     parser.add_argument("--device", help="default: cuda where available, else cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--overwrite", action="store_true", help="replace the partial rows of a run with other settings")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output (or partial rows) of other settings, or a file the project did not write")
     args = parser.parse_args(argv)
     args.num_beams = args.num_beams or args.num_candidates
     if not 1 <= args.num_candidates <= args.num_beams:
@@ -141,10 +145,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    rows = recording_rows(args.input, args.audio_dir, args.recordings, args.limit)
     settings = {"input": str(args.input.resolve()), "model": args.model, "num_candidates": args.num_candidates,
                 "num_beams": args.num_beams, "recordings": args.recordings, "max_new_tokens": args.max_new_tokens,
                 "language": args.language, "limit": args.limit, "dtype": args.dtype}
+    check_output_files("slurp_nbest", [args.output_file], [args.input], args.overwrite)
+    if finished_output(args.output_file, "slurp_nbest", settings, args.overwrite):
+        print(f"already built: {args.output_file} (the same settings); nothing to do", file=sys.stderr)
+        print(json.dumps({"output_file": str(args.output_file), "already_built": True}))
+        return
+    rows = recording_rows(args.input, args.audio_dir, args.recordings, args.limit)
     partial, _ = partial_paths(args.output_file)
     resume = may_resume(args.output_file, settings, args.overwrite)
     done_before = read_finished(partial) if resume else {}
@@ -168,7 +177,7 @@ def main(argv: list[str]) -> None:
                                  batch_size=args.batch_size, process=transcribe, log_every=1,
                                  what="recordings transcribed")
     output = [{key: value for key, value in finished[row["filename"]].items() if key != "id"} for row in rows]
-    write_jsonl_atomic(args.output_file, output)
+    write_recorded_jsonl(args.output_file, output, "slurp_nbest", settings)
     remove_partial(args.output_file)
     sizes = [len(row["candidates"]) for row in output]
     exact = sum(row["candidates"][0] == row["sentence"] for row in output)

@@ -11,7 +11,10 @@ The model is asked, row by row, with the recipe's `rationale_prompt_template` (f
 greedily, or with --temperature sampled from each row's own seed (a resumed run draws what a whole one draws). Its answer, without a <think> block and cut before any `Final answer:` line of its own, becomes the row's
 `rationale_text`; a row whose answer is empty is left out and listed in OUTPUT.rejected.jsonl. Answers are appended
 to OUTPUT.partial.jsonl as they come (a run interrupted resumes with the same settings); OUTPUT is written whole, in
-the input's order, at the end. Prints statistics as one JSON object (last line).
+the input's order, at the end, then OUTPUT.build.json (its settings): the same command again says "already built" and
+generates nothing; other settings are refused unless --overwrite. An output that is an input, or an existing OUTPUT or
+OUTPUT.rejected.jsonl the project did not write (no .build.json beside it), is refused unless --overwrite (never an
+input). Prints statistics as one JSON object (last line).
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from typing import Any
 
 from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.errors import DataError, InputError
-from audio_recipes.io import read_jsonl, write_jsonl_atomic
+from audio_recipes.io import (
+    check_output_files,
+    finished_output,
+    read_jsonl_lines,
+    remove_recorded,
+    write_recorded_jsonl,
+)
 from audio_recipes.prepare.resumable import may_resume, partial_paths, remove_partial
 from audio_recipes.recipe import load_recipe
 from audio_recipes.tasks.base import Example
@@ -68,7 +77,7 @@ def teacher_prompt(template: str, row: dict[str, Any], label: dict[str, Any]) ->
 
 def teacher_examples(path: Path, template: str, limit: int | None) -> tuple[list[dict[str, Any]], list[Example]]:
     rows, examples = [], []
-    for line_number, row in enumerate(read_jsonl(path), start=1):
+    for line_number, row in read_jsonl_lines(path):
         where = f"{path}, line {line_number}"
         if not isinstance(row.get("filename"), str) or not isinstance(row.get("candidates"), list):
             raise DataError(f"{where}: an n-best row needs filename and candidates (prepare_data.py slurp_nbest)")
@@ -95,17 +104,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--enable_thinking", action="store_true", help="let a thinking model think first (Qwen3)")
     parser.add_argument("--limit", type=int, help="only the first N rows")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--overwrite", action="store_true", help="replace the partial rows of a run with other settings")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output (or partial rows) of other settings, or a file the project did not write")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     template = recipe_template(args.recipe)
-    rows, examples = teacher_examples(args.input, template, args.limit)
     settings = {"input": str(args.input.resolve()), "model": args.model, "template": template,
                 "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed,
                 "enable_thinking": args.enable_thinking, "limit": args.limit, "dtype": args.dtype}
+    rejected_file = args.output_file.with_name(args.output_file.stem + ".rejected.jsonl")
+    check_output_files("slurp_rationale", [args.output_file, rejected_file], [args.input, args.recipe], args.overwrite)
+    if finished_output(args.output_file, "slurp_rationale", settings, args.overwrite):
+        print(f"already built: {args.output_file} (the same settings); nothing to do", file=sys.stderr)
+        print(json.dumps({"output_file": str(args.output_file), "already_built": True}))
+        return
+    rows, examples = teacher_examples(args.input, template, args.limit)
     partial, _ = partial_paths(args.output_file)
     resume = may_resume(args.output_file, settings, args.overwrite)
 
@@ -137,15 +153,14 @@ def main(argv: list[str]) -> None:
         else:
             rejected.append({"filename": row["filename"], "reason": "empty rationale",
                              "raw_output": answer["raw_output"]})
-    rejected_file = args.output_file.with_name(args.output_file.stem + ".rejected.jsonl")
     if rejected:
-        write_jsonl_atomic(rejected_file, rejected)
+        write_recorded_jsonl(rejected_file, rejected, "slurp_rationale", settings)
         print(f"left out {len(rejected)} rows whose rationale is empty; listed in {rejected_file}", file=sys.stderr)
     else:
-        rejected_file.unlink(missing_ok=True)
+        remove_recorded(rejected_file)  # an earlier run's list, if the project wrote it; a file it did not is kept
     if not kept:
         raise DataError(f"{args.model} wrote no usable rationale for {args.input} (all {len(rows)} answers empty)")
-    write_jsonl_atomic(args.output_file, kept)
+    write_recorded_jsonl(args.output_file, kept, "slurp_rationale", settings)
     remove_partial(args.output_file)
     words = [len(row["rationale_text"].split()) for row in kept]
     print(json.dumps({"output_file": str(args.output_file), "rows": len(kept), "rows_rejected": len(rejected),

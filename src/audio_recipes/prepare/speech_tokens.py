@@ -3,14 +3,16 @@
     scripts/prepare_data.py speech_tokens --input data/*.parquet --output_file train.jsonl \\
         [--num_samples N] [--columns question=instruction,answer=response,speech_tokens=answer_tokens[,id=key]] \\
         [--num_speech_tokens 4096] [--eval_file eval.jsonl --eval_ratio 0.02] \\
-        [--test_file test.jsonl --test_ratio 0.02] [--seed 42] [--tokenizer Qwen/Qwen3-0.6B]
+        [--test_file test.jsonl --test_ratio 0.02] [--seed 42] [--tokenizer Qwen/Qwen3-0.6B] [--overwrite]
 
 Inputs are parquet files (speech tokens as a list of integers, or a string of integers separated by spaces
 or commas) or JSON-lines files of chat rows already converted (to re-split them). Each row becomes
 `{"id", "messages": [user: question, assistant: "answer\\n<|speech_start|><|s_i|>...<|speech_end|>"]}`.
 Rows with an out-of-range or malformed speech token, or an empty field, are rejected and named (all of them
 in OUTPUT.rejected.jsonl). With --eval_ratio / --test_ratio, a seeded shuffle sends that share of the rows to
---eval_file / --test_file and the rest to --output_file. Prints statistics as one JSON object (last line).
+--eval_file / --test_file and the rest to --output_file. Each file written gets FILE.build.json beside it (the
+builder and its settings); an output that is an input is refused, and so is an existing file without that record
+unless --overwrite. Prints statistics as one JSON object (last line).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl, write_jsonl_atomic
+from audio_recipes.io import check_output_files, read_jsonl_lines, remove_recorded, write_recorded_jsonl
 from audio_recipes.models.speech_vocabulary import COSYVOICE_V1_SPEECH_TOKENS, speech_answer
 from audio_recipes.tasks.speech_tokens import chat_row_fields
 
@@ -104,12 +106,12 @@ def parquet_rows(path: Path, columns: dict[str, str]) -> Iterator[tuple[int, dic
 def converted_rows(path: Path, columns: dict[str, str], num_speech_tokens: int) -> Iterator[tuple[str, Any]]:
     """(where, chat row or RejectedRow) for each row of a parquet or chat JSON-lines file."""
     if path.suffix == ".jsonl":
-        for line_number, row in enumerate(read_jsonl(path), start=1):
+        for index, (line_number, row) in enumerate(read_jsonl_lines(path), start=1):
             where = f"{path}, line {line_number}"
             try:
                 fields = chat_row_fields(row)
                 ids = speech_token_ids(fields["speech_tokens"], num_speech_tokens)
-                yield where, chat_row(str(row.get("id", f"{path.stem}-{line_number}")), fields["question"],
+                yield where, chat_row(str(row.get("id", f"{path.stem}-{index}")), fields["question"],
                                       fields["text"], ids, fields["system"])
             except ValueError as error:
                 yield where, RejectedRow(str(error))
@@ -182,6 +184,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--test_ratio", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=42, help="seed of the split's shuffle")
     parser.add_argument("--tokenizer", help="tokenizer (path or Hub id) to report lengths in text tokens")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files the project did not write (never an input)")
     args = parser.parse_args(argv)
     for name in ("eval", "test"):
         if (getattr(args, f"{name}_file") is None) != (getattr(args, f"{name}_ratio") == 0):
@@ -189,8 +193,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def rejected_path(output_file: Path) -> Path:
+    return output_file.with_name(output_file.stem + ".rejected.jsonl")
+
+
 def convert(args: argparse.Namespace) -> dict[str, Any]:
     columns = parse_columns(args.columns)
+    rejected_file = rejected_path(args.output_file)
+    check_output_files("speech_tokens", [args.output_file, args.eval_file, args.test_file, rejected_file], args.input,
+                       args.overwrite)
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+                if key not in ("overwrite", "input")} | {"input": [str(path.resolve()) for path in args.input]}
     rows: list[dict] = []
     rejected: list[dict[str, str]] = []
     for path in args.input:
@@ -210,11 +223,12 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         raise DataError(f"{len(duplicates)} ids occur more than once (first: {duplicates[:3]}); map a unique "
                         "column with --columns id=...")
     if rejected:
-        rejected_file = args.output_file.with_name(args.output_file.stem + ".rejected.jsonl")
         args.output_file.parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl_atomic(rejected_file, rejected)
+        write_recorded_jsonl(rejected_file, rejected, "speech_tokens", settings)
         more = f"; {len(rejected) - SHOWN_REJECTIONS} more" if len(rejected) > SHOWN_REJECTIONS else ""
         print(f"rejected {len(rejected)} rows{more}; all listed in {rejected_file}", file=sys.stderr)
+    else:
+        remove_recorded(rejected_file)  # an earlier run's list, not this one's
     if not rows:
         raise DataError(f"no valid rows in {', '.join(map(str, args.input))}")
 
@@ -230,7 +244,7 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
                              "rejected_by_reason": dict(Counter(re.sub(r"\d+", "N", r["reason"]) for r in rejected))}
     for name, split in splits.items():
         files[name].parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl_atomic(files[name], split)
+        write_recorded_jsonl(files[name], split, "speech_tokens", settings)
         stats[name] = {"file": str(files[name]), **statistics(split, tokenizer)}
     return stats
 

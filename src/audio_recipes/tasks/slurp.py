@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl
+from audio_recipes.io import read_jsonl, read_jsonl_lines
 from audio_recipes.metrics.slu import score_slurp, slurp_gold_entities
 from audio_recipes.tasks.base import Example, Task, register_task
 from audio_recipes.tasks.slu_format import (
@@ -27,10 +27,22 @@ def validate_row(row: dict[str, Any], where: str) -> None:
     missing = [key for key in REQUIRED_KEYS if key not in row]
     if missing:
         raise DataError(f"{where}: SLURP row lacks {', '.join(missing)} (expected keys: {', '.join(REQUIRED_KEYS)})")
+    for key in ("tokens", "entities", "recordings"):
+        if not isinstance(row[key], list):
+            raise DataError(f"{where}: {key} is a {type(row[key]).__name__}, expected a list")
     positions = range(len(row["tokens"]))  # spans index the tokens by position (metrics.slu.slurp_gold_entities)
-    for entity in row["entities"]:
-        if "type" not in entity or not set(entity.get("span", [None])) <= set(positions):
+    for index, entity in enumerate(row["entities"]):
+        if not isinstance(entity, dict):
+            raise DataError(f"{where}: entities[{index}] is a {type(entity).__name__}, expected an object with type "
+                            "and span")
+        span = entity.get("span", [None])
+        if "type" not in entity or not isinstance(span, list) or not set(span) <= set(positions):
             raise DataError(f"{where}: entity {entity} has no type or a span outside the sentence's tokens")
+    for index, recording in enumerate(row["recordings"]):
+        if not isinstance(recording, dict) or not isinstance(recording.get("file"), str) or not recording["file"]:
+            shown = type(recording).__name__ if not isinstance(recording, dict) else f"an object without it ({recording})"
+            raise DataError(f"{where}: recordings[{index}] is {shown}; expected an object with file (the recording's "
+                            "name) and wer")
 
 
 def check_prediction_keys(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -72,7 +84,7 @@ class SlurpTask(Task):
             raise DataError(f"task slurp with input_mode {mode!r} needs audio_dir (where the SLURP recordings are)")
 
         examples = []
-        for line_number, row in enumerate(read_jsonl(path), start=1):
+        for line_number, row in read_jsonl_lines(path):
             where = f"{path}, line {line_number} (slurp_id {row.get('slurp_id')})"
             validate_row(row, where)
             entities = slurp_gold_entities(row)
@@ -112,9 +124,10 @@ class SlurpTask(Task):
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
 
-        gold_rows = read_jsonl(gold_path)
-        for line_number, row in enumerate(gold_rows, start=1):
+        gold_lines = read_jsonl_lines(gold_path)
+        for line_number, row in gold_lines:
             validate_row(row, f"{gold_path}, line {line_number} (slurp_id {row.get('slurp_id')})")
+        gold_rows = [row for _, row in gold_lines]
         predictions = read_jsonl(predictions_path)
         check_prediction_keys(predictions, predictions_path)
         return score_slurp(gold_rows, predictions, skip_missing=skip_missing)

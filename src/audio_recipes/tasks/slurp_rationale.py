@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl, write_jsonl_atomic
+from audio_recipes.io import read_jsonl, read_jsonl_lines, write_jsonl_atomic
 from audio_recipes.metrics.slu import F1Counter, score_slu, span_f1_counts
 from audio_recipes.output_tags import remove_tagged
 from audio_recipes.tasks.base import Example, Task, register_task
@@ -152,7 +152,7 @@ class SlurpRationaleTask(Task):
         if self.args.audio_dir is None:
             raise DataError("task slurp_rationale needs audio_dir (where the SLURP recordings are)")
         examples = []
-        for line_number, row in enumerate(read_jsonl(path), start=1):
+        for line_number, row in read_jsonl_lines(path):
             where = f"{path}, line {line_number}"
             missing = [key for key in ("filename", "candidates", "final") if key not in row]
             if split == "train" and not isinstance(row.get("rationale_text"), str):
@@ -193,7 +193,7 @@ class SlurpRationaleTask(Task):
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         """A data file of this task (filename, final) against prediction rows keyed by `file`."""
         gold = {}
-        for line_number, row in enumerate(read_jsonl(gold_path), start=1):
+        for line_number, row in read_jsonl_lines(gold_path):
             where = f"{gold_path}, line {line_number}"
             if "filename" not in row or "final" not in row:
                 raise DataError(f"{where}: a gold row needs filename and final")

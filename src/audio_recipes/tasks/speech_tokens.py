@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl
+from audio_recipes.io import read_jsonl, read_jsonl_lines
 from audio_recipes.metrics.speech_tokens import score_speech_answers
 from audio_recipes.models.speech_vocabulary import SpeechVocabulary, parse_speech_answer
 from audio_recipes.tasks.base import Example, Task, register_task, rows_by_id
@@ -52,7 +52,7 @@ class SpeechTokensTask(Task):
         if path is None:
             raise DataError(f"task speech_tokens: the recipe sets no {split}_file")
         examples = []
-        for line_number, row in enumerate(read_jsonl(path), start=1):
+        for line_number, row in read_jsonl_lines(path):
             where = f"{path}, line {line_number} (id {row.get('id')!r})"
             try:
                 fields = chat_row_fields(row)
@@ -95,7 +95,7 @@ class SpeechTokensTask(Task):
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         references = {}
-        for line_number, row in enumerate(read_jsonl(gold_path), start=1):
+        for line_number, row in read_jsonl_lines(gold_path):
             try:
                 fields = chat_row_fields(row)
             except ValueError as error:
