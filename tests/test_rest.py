@@ -189,3 +189,55 @@ def test_rest_from_the_warm_start_keeps_samples_and_raises_heldout_accuracy(tmp_
     summary = loop.run()
     assert all(entry["kept_fraction"] > 0 for entry in summary), summary
     assert summary[-1]["heldout_accuracy"] > loop.start["heldout_accuracy"], (loop.start, summary)
+
+
+def plain_loop(tmp_path, *options):
+    parsed = parse_recipe(TYPES, [str(ROOT / "recipes/tiny/mmar_rest.yaml"), "--model_name_or_path",
+                                  str(ensure_tiny_model("qwen2-audio")), "--output_dir", str(tmp_path), *options])
+    return RestLoop(*parsed, recipe_path="recipes/tiny/mmar_rest.yaml")
+
+
+def test_a_folder_of_another_rest_run_is_refused_not_resumed_into(tmp_path):
+    """Old samples, kept rows and adapters were taken for this run's: a changed seed, model or K reused them."""
+    from audio_recipes.errors import RecipeError
+
+    plain_loop(tmp_path).check_run_record()
+    plain_loop(tmp_path).check_run_record()  # the same run: resumed
+    with pytest.raises(RecipeError, match=r"holds a ReST run made with other settings \(other samples_per_question, "
+                                          r"seed; .*rest_run.json\)"):
+        plain_loop(tmp_path, "--seed", "7", "--samples_per_question", "3").check_run_record()
+    unrecorded = tmp_path / "unrecorded"
+    (unrecorded / "iteration-0").mkdir(parents=True)
+    with pytest.raises(RecipeError, match="holds ReST iterations but no rest_run.json"):
+        plain_loop(unrecorded).check_run_record()
+
+
+def test_the_filter_refuses_samples_this_run_did_not_draw(tmp_path):
+    from audio_recipes.errors import DataError
+
+    loop = plain_loop(tmp_path, "--samples_per_question", "2")
+    folder = loop.iteration_dir(0)
+    folder.mkdir(parents=True)
+    rows = [{"id": sample.id, "raw_output": "x"} for sample in sample_examples(loop.train_examples, 2)]
+    rows.append({"id": "gone-question#5", "raw_output": "x"})  # left by a run with other questions or K
+    (folder / "samples.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match=r"samples.jsonl: .* expected \(1 of ids this run does not sample, e.g. "
+                                        r"\['gone-question#5'\]\)"):
+        loop.filter(folder)
+    assert not (folder / "filter.json").exists()
+
+
+def test_rewards_made_for_another_task_and_push_to_hub_are_refused_before_anything_loads(tmp_path):
+    import dataclasses
+
+    from audio_recipes.errors import RecipeError
+    from audio_recipes.rewards import check_rewards_fit_the_task
+
+    choice_item = plain_loop(tmp_path).train_examples[0]
+    check_rewards_fit_the_task(["choice_accuracy", "answer_format"], choice_item, "mmau")
+    slu_item = dataclasses.replace(choice_item, reference=json.dumps({"scenario": "alarm", "action": "set",
+                                                                      "entities": []}))
+    with pytest.raises(RecipeError, match="reward choice_accuracy cannot score task slurp's items"):
+        check_rewards_fit_the_task(["choice_accuracy"], slu_item, "slurp")
+    with pytest.raises(RecipeError, match="push_to_hub: ReST does not push"):
+        plain_loop(tmp_path / "push", "--push_to_hub", "true", "--hub_model_id", "user/x")

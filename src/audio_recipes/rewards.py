@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from audio_recipes.errors import RecipeError
 from audio_recipes.metrics.choice import extract_choice, strip_thinking
 from audio_recipes.metrics.slu import score_slu, slurp_gold_entities
 from audio_recipes.registry import Registry
@@ -50,6 +51,17 @@ def completion_text(completion: Any) -> str:
 
 def _references(reference: list[str]) -> list[dict[str, Any]]:
     return [json.loads(ref) if isinstance(ref, str) else ref for ref in reference]
+
+
+def check_rewards_fit_the_task(reward_names: list[str], example, task_name: str) -> None:
+    """Each reward scores one of the task's own answers before anything loads: a reward made for another task fails
+    now (ReST would reach it only after its whole generation phase)."""
+    for name, func in zip(reward_names, get_reward_funcs(reward_names), strict=True):
+        try:
+            func([example.completion], reference=[example.reference])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise RecipeError(f"reward {name} cannot score task {task_name}'s items ({type(error).__name__}: "
+                              f"{error}): name rewards made for this task in reward_funcs") from None
 
 
 @register_reward("choice_accuracy")

@@ -22,7 +22,7 @@ from audio_recipes.models import family_for_model, freeze_modules, load_model_an
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.mixture import refuse_sft_data_options
 from audio_recipes.pipelines.saving import FullWeightsResume, save_trained
-from audio_recipes.rewards import get_reward_funcs
+from audio_recipes.rewards import check_rewards_fit_the_task, get_reward_funcs
 
 
 class AudioGRPOTrainer(FullWeightsResume, GRPOTrainer):
@@ -147,7 +147,9 @@ def run_grpo(model_args, task_args, reward_args, training_args, recipe_path: str
     state = joined_process_state()
     with state.main_process_first():  # a tiny recipe's data is built on first use: by one process, not each
         task = recipe_task(task_args)
-        train_dataset = Dataset.from_list([example.to_row() for example in task.examples("train")])
+        examples = task.examples("train")
+        train_dataset = Dataset.from_list([example.to_row() for example in examples])
+    check_rewards_fit_the_task(reward_args.reward_funcs, examples[0], task.name)  # not at the first step
     model, processor, resolved = load_model_and_processor(
         model_args, trust_remote_code=training_args.trust_remote_code, for_training=True
     )

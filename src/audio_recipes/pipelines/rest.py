@@ -29,18 +29,21 @@ from trl import SFTConfig
 from audio_recipes.collators import build_collator
 from audio_recipes.config import EvalArguments, ModelArguments, RestArguments, RewardArguments, TaskArguments
 from audio_recipes.decoding import item_seed, read_finished, run_generation
-from audio_recipes.io import write_json_atomic, write_jsonl_atomic
+from audio_recipes.distributed import joined_process_state
+from audio_recipes.errors import DataError, RecipeError
+from audio_recipes.io import changed_settings, read_json, write_json_atomic, write_jsonl_atomic
 from audio_recipes.models import load_model_and_processor
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.pipelines.evaluate import generation_kwargs
 from audio_recipes.pipelines.mixture import refuse_sft_data_options
 from audio_recipes.pipelines.saving import save_trained
 from audio_recipes.pipelines.sft import build_trainer
-from audio_recipes.rewards import get_reward_funcs
+from audio_recipes.rewards import check_rewards_fit_the_task, get_reward_funcs
 from audio_recipes.tasks import Example, Task
 
 logger = logging.getLogger(__name__)
 DONE = ".done"
+RUN_RECORD = "rest_run.json"  # what the samples, kept rows and adapters in output_dir were made with
 
 
 def sample_examples(examples: list[Example], k: int) -> list[Example]:
@@ -80,6 +83,12 @@ class RestLoop:
             raise ValueError("ReST fine-tunes LoRA adapters: set use_peft: true in the recipe")
         refuse_sft_data_options(task_args, "ReST")
         get_reward_funcs(reward_args.reward_funcs)  # an unknown name fails before any model loads
+        if joined_process_state().num_processes > 1:  # each process would generate every sample into one file
+            raise RecipeError("ReST runs in one process (its generation is not sharded): launch it with python or "
+                              "accelerate_configs/single_gpu.yaml")
+        if training_args.push_to_hub:  # the per-iteration trainers would push on their own
+            raise RecipeError("push_to_hub: ReST does not push; push the last iteration's adapter "
+                              "(output_dir/iteration-N/adapter) with scripts/push_to_hub.py")
         self.model_args, self.task_args, self.reward_args = model_args, task_args, reward_args
         self.training_args, self.eval_args, self.rest_args = training_args, eval_args, rest_args
         self.recipe_path = recipe_path
@@ -89,7 +98,41 @@ class RestLoop:
         self.heldout_examples = self.task.examples(rest_args.heldout_split)
         self.min_reward = rest_args.min_reward if rest_args.min_reward is not None else float(
             len(reward_args.reward_funcs))
+        check_rewards_fit_the_task(reward_args.reward_funcs, self.train_examples[0], self.task.name)
         self.start: dict[str, Any] | None = None  # the starting model's held-out figures, once run() has them
+
+    def run_settings(self) -> dict[str, Any]:
+        """What the phases' outputs depend on: a folder made with other settings is not resumed into."""
+        return json.loads(json.dumps({
+            "model": self.model_args.model_name_or_path, "task": self.task.name,
+            "train_data": self.task.data_source("train"), "num_train_items": len(self.train_examples),
+            "heldout_split": self.rest_args.heldout_split, "seed": self.training_args.seed,
+            "samples_per_question": self.rest_args.samples_per_question,
+            "sample_temperature": self.rest_args.sample_temperature, "sample_top_p": self.rest_args.sample_top_p,
+            "reward_funcs": self.reward_args.reward_funcs, "min_reward": self.min_reward,
+            "keep_top_k": self.rest_args.keep_top_k,
+            "iteration_learning_rates": self.rest_args.iteration_learning_rates,
+            "max_new_tokens": self.eval_args.max_new_tokens,
+        }, default=str))
+
+    def check_run_record(self) -> None:
+        """output_dir's record of the run its phases belong to: written on the first run, refused when it differs
+        (old samples, kept rows and adapters would be taken for this run's)."""
+        record = self.output_dir / RUN_RECORD
+        settings = self.run_settings()
+        if record.is_file():
+            previous = read_json(record)
+            changed = changed_settings(previous, settings) if isinstance(previous, dict) else ["the record"]
+            if changed:
+                raise RecipeError(f"{self.output_dir} holds a ReST run made with other settings (other "
+                                  f"{', '.join(changed)}; {record}): name another output_dir, or remove it to "
+                                  "start over")
+            return
+        if self.output_dir.is_dir() and any(self.output_dir.glob("iteration-*")):
+            raise RecipeError(f"{self.output_dir} holds ReST iterations but no {RUN_RECORD} says which run made "
+                              "them: name another output_dir, or remove it to start over")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, settings)
 
     def iteration_dir(self, iteration: int) -> Path:
         return self.output_dir / f"iteration-{iteration}"
@@ -107,6 +150,7 @@ class RestLoop:
     def run(self) -> list[dict[str, Any]]:
         """The iterations' summaries; `self.start` holds the starting model's held-out figures (or None)."""
         primary = self.task.primary_metric
+        self.check_run_record()
         if self.rest_args.heldout_start:
             heldout = self.evaluate(self.model_path(0), self.output_dir / "start")
             self.start = {f"heldout_{primary}": heldout[primary],
@@ -157,6 +201,12 @@ class RestLoop:
         if (folder / "filter.json").exists():
             return json.loads((folder / "filter.json").read_text())["kept_fraction"]
         samples = list(read_finished(folder / "samples.jsonl").values())
+        expected = {sample.id for sample in sample_examples(self.train_examples, self.rest_args.samples_per_question)}
+        unexpected = sorted(sample["id"] for sample in samples if sample["id"] not in expected)
+        if unexpected or len(samples) != len(expected):
+            raise DataError(f"{folder / 'samples.jsonl'}: {len(samples)} samples, {len(expected)} expected "
+                            f"({len(unexpected)} of ids this run does not sample, e.g. {unexpected[:3]}): remove "
+                            f"{folder} to generate its samples again")
         for sample in samples:
             sample["question_id"] = sample["id"].rsplit("#", 1)[0]
         score_samples(samples, {example.id: example for example in self.train_examples}, self.reward_args.reward_funcs)
