@@ -10,7 +10,7 @@ ITEM = json.dumps({"id": "1", "question": "q", "choices": ["Dog", "Cat", "Bird"]
 def test_registry_names_and_unknown_name():
     assert {"choice_accuracy", "answer_format", "slu_f1", "slu_intent"} <= set(REWARDS)
     assert get_reward_funcs(["choice_accuracy"])[0].__name__ == "choice_accuracy"
-    with pytest.raises(ValueError, match="unknown reward function 'choice_acuracy' .*did you mean 'choice_accuracy'\\?"):
+    with pytest.raises(ValueError, match="unknown reward function 'choice_acuracy' .*did you mean 'choice_accuracy'"):
         get_reward_funcs(["choice_acuracy"])
 
 
@@ -18,6 +18,14 @@ def test_choice_accuracy_on_strings_and_messages():
     completions = ["<think>hmm</think><answer>(B) Cat</answer>", "<answer>A</answer>", "cat", "",
                    [{"role": "assistant", "content": "<answer>B</answer>"}]]
     assert REWARDS.get("choice_accuracy")(completions, reference=[ITEM] * 5) == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_choice_string_match_scores_the_output_as_accuracy_does_and_choice_accuracy_the_answer_given():
+    completions = ["<answer>(B) Cat</answer>", "<answer>B</answer>", "<think>not a dog</think><answer>Cat</answer>",
+                   "<answer>Cat</answer> Dog", "cat", ""]
+    references = [ITEM] * len(completions)
+    assert REWARDS.get("choice_string_match")(completions, reference=references) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert REWARDS.get("choice_accuracy")(completions, reference=references)[:3] == [1.0, 1.0, 1.0]
 
 
 def test_answer_format():

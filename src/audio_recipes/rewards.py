@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from audio_recipes.errors import RecipeError
-from audio_recipes.metrics.choice import extract_choice, strip_thinking
+from audio_recipes.metrics.choice import extract_choice, string_match, strip_thinking
 from audio_recipes.metrics.slu import score_slu, slurp_gold_entities
 from audio_recipes.registry import Registry
 from audio_recipes.tasks.slu_format import parse_slu_output
@@ -72,6 +72,14 @@ def choice_accuracy(completions: list[Any], reference: list[str], **kwargs) -> l
         index = extract_choice(completion_text(completion), item["choices"])
         rewards.append(float(index is not None and item["choices"][index] == item["answer"]))
     return rewards
+
+
+@register_reward("choice_string_match")
+def choice_string_match(completions: list[Any], reference: list[str], **kwargs) -> list[float]:
+    """1.0 when the whole output passes the benchmarks' string match (what `accuracy` scores), else 0.0: a letter
+    alone, or reasoning that names another choice, earns nothing, where choice_accuracy reads the answer given."""
+    return [float(string_match(item["answer"], completion_text(completion), item["choices"]))
+            for completion, item in zip(completions, _references(reference), strict=True)]
 
 
 @register_reward("answer_format")
