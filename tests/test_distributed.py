@@ -122,7 +122,7 @@ def zero3(tiny_model, tmp_path_factory) -> dict:
     and one process at the same global batch. The single process puts the silent clip into its text-only
     batches too, so that the encoder gets a zero gradient there (not none) as on the ranks of the ZeRO-3 run:
     Adam's moments then move alike."""
-    pytest.importorskip("deepspeed")
+    pytest.importorskip("deepspeed", reason="ZeRO-3 needs DeepSpeed (requirements.txt): not installed here")
     folder = tmp_path_factory.mktemp("zero3")
     trained = [*MIXED, "--freeze_audio_encoder", "false"]
     one_process(folder / "one", *trained, "--silent_clip_for_text_batches", "true",
@@ -199,7 +199,7 @@ def test_evaluate_py_under_the_zero3_config_writes_every_item_once(zero3, tmp_pa
 def test_without_the_silent_clip_zero3_ranks_fall_out_of_step(tiny_model, tmp_path):
     # The same run with the clip switched off: a rank without audio skips the encoder, whose weights the other
     # rank gathers. gloo aborts on the mismatched collective; NCCL would wait forever.
-    pytest.importorskip("deepspeed")
+    pytest.importorskip("deepspeed", reason="ZeRO-3 needs DeepSpeed (requirements.txt): not installed here")
     command = [*accelerate_launch("zero3.yaml", "--num_processes", "2"),
                *sft(tmp_path / "off", *MIXED, "--per_device_train_batch_size", "1",
                     "--silent_clip_for_text_batches", "false")]
@@ -215,7 +215,7 @@ def test_without_the_silent_clip_zero3_ranks_fall_out_of_step(tiny_model, tmp_pa
 def test_a_curriculum_trains_both_stages_under_zero3(tiny_model, tmp_path):
     """Each rank trains both stages in one process: stage 1's ZeRO-3 init must leave the model classes whole for
     stage 2 (DeepSpeed used to drop kernels' wrapper of Qwen2Attention.__init__, and stage 2's forward crashed)."""
-    pytest.importorskip("deepspeed")
+    pytest.importorskip("deepspeed", reason="ZeRO-3 needs DeepSpeed (requirements.txt): not installed here")
     recipe = tmp_path / "curriculum.yaml"  # stage 2 at learning rate 0: its weights are those it loaded
     recipe.write_text((PROJECT_ROOT / "recipes" / "tiny" / "slurp_curriculum.yaml").read_text().replace(
         "    speech_fraction_rest: drop\n", "    speech_fraction_rest: drop\n    learning_rate: 0.0\n"))
@@ -321,7 +321,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_steps_and_wei
 
 @pytest.mark.slow
 def test_a_killed_zero3_run_resumes_to_the_same_steps_and_weights(tiny_model, tmp_path):
-    pytest.importorskip("deepspeed")
+    pytest.importorskip("deepspeed", reason="ZeRO-3 needs DeepSpeed (requirements.txt): not installed here")
     args = [*RESUMABLE, "--text_only_fraction", "0.5", "--per_device_train_batch_size", "1"]
 
     def launch(output_dir: Path, *extra: str) -> list[str]:
@@ -381,7 +381,7 @@ def test_slurm_script_gives_each_node_its_rank_and_the_first_node_as_main_addres
 @pytest.mark.slow
 def test_slurm_script_trains_across_two_nodes_with_zero3(tiny_model, tmp_path):
     # Two "nodes" on this machine, one process each, joined by the real accelerate / torchrun / DeepSpeed
-    pytest.importorskip("deepspeed")
+    pytest.importorskip("deepspeed", reason="ZeRO-3 needs DeepSpeed (requirements.txt): not installed here")
     env = fake_cluster(tmp_path / "bin", ["127.0.0.1", "127.0.0.1"])
     output_dir = tmp_path / "multinode"
     run_command(["bash", str(SLURM_SCRIPT), RECIPE, "--output_dir", str(output_dir), *SHORT,

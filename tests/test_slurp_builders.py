@@ -23,6 +23,7 @@ from audio_recipes.prepare.slurp_rationale import RationaleTemplateError, recipe
 from audio_recipes.tasks import get_task
 from audio_recipes.tasks.slurp import best_recording
 from audio_recipes.testing.tiny_asr_models import ensure_tiny_whisper
+from audio_recipes.testing.tiny_data import build_tiny_slurp
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
 SLURP = PROJECT_ROOT / "data" / "tiny" / "slurp"
@@ -174,9 +175,7 @@ def test_the_template_must_name_known_fields(tmp_path):
 
 
 def test_nbest_input_with_missing_audio_is_refused_before_any_model_loads(tmp_path):
-    row = read_jsonl(SLURP / "devel.jsonl")[0] if SLURP.exists() else None
-    if row is None:
-        pytest.skip("needs the tiny SLURP data")
+    row = read_jsonl(build_tiny_slurp(SLURP) / "devel.jsonl")[0]  # built from the repository's assets if absent
     write_jsonl_atomic(tmp_path / "in.jsonl", [row])
     with pytest.raises(Exception, match="audio files cannot be used"):
         run_builder("slurp_nbest", ["--input", str(tmp_path / "in.jsonl"), "--audio_dir", str(tmp_path),

@@ -27,7 +27,13 @@ from audio_recipes.decoding import (
 from audio_recipes.distributed import broadcast_object, joined_process_state
 from audio_recipes.errors import InputError
 from audio_recipes.hub import add_evaluation_to_card, resolve_model
-from audio_recipes.io import numeric_metrics, write_json_atomic, write_jsonl_atomic, write_rows_atomic
+from audio_recipes.io import (
+    changed_settings,
+    numeric_metrics,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_rows_atomic,
+)
 from audio_recipes.models import is_quantized, load_model_and_processor, merge_adapter
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.tasks import Example, Task
@@ -137,7 +143,7 @@ def prepare_output_dir(output_dir: Path, identity: dict[str, Any], resume: bool 
         if record is None:
             differences = f"no {RUN_RECORD} says which run wrote its {rows} rows"
         else:
-            changed = sorted(key for key in {*record, *identity} if record.get(key) != identity.get(key))
+            changed = changed_settings(record, identity)
             differences = "differs in " + ", ".join(f"{key}: {record.get(key)!r} -> {identity.get(key)!r}"
                                                     for key in changed)
         raise EvaluationRunError(

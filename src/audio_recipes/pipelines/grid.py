@@ -27,7 +27,14 @@ import yaml
 
 from audio_recipes.config import RECIPE_ARGUMENT_TYPES
 from audio_recipes.errors import InputError, RecipeError
-from audio_recipes.io import numeric_metrics, read_json, write_atomic, write_json_atomic, write_text_atomic
+from audio_recipes.io import (
+    changed_settings,
+    numeric_metrics,
+    read_json,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from audio_recipes.paths import PROJECT_ROOT
 from audio_recipes.recipe import load_recipe, parse_recipe, read_yaml, unknown_key_message
 
@@ -230,7 +237,7 @@ def check_cells(grid: Grid) -> None:
         written = cell.folder / CELL_RECIPE
         if written.is_file():
             before = load_recipe(written)
-            changed = sorted(key for key in {*recipe, *before} if recipe.get(key) != before.get(key))
+            changed = changed_settings(before, recipe)
             if changed:
                 raise GridError(f"cell {cell.name}: {written} holds another recipe (differs in {', '.join(changed)})"
                                 f": the grid changed since the cell ran; remove {cell.folder} or name another "

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import InputError
-from audio_recipes.io import write_json_atomic
+from audio_recipes.io import changed_settings, write_json_atomic
 
 
 class PartialRunError(InputError, ValueError):
@@ -29,7 +29,7 @@ def may_resume(output_file: Path, settings: dict[str, Any], overwrite: bool) -> 
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     if rows.is_file() and rows.stat().st_size and record != settings:
         if not overwrite:
-            changed = sorted(key for key in {*(record or {}), *settings} if (record or {}).get(key) != settings.get(key))
+            changed = changed_settings(record or {}, settings)
             raise PartialRunError(f"{rows} holds rows of another run (other {', '.join(changed) or 'settings'}): pass "
                                   "--overwrite to start over, or name another --output_file")
         print(f"replacing the rows of another run in {rows} (--overwrite)", file=sys.stderr)

@@ -172,9 +172,10 @@ class Task(ABC):
         """Official prediction rows keyed by example id -> a flat dict of metrics over `examples`."""
         ...
 
+    @abstractmethod
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        """score.py: a gold file as published and an official prediction file -> metrics."""
-        raise NotImplementedError(f"task {self.name} has no file scorer")
+        """score.py: a gold file as published and an official prediction file -> metrics (every task has one)."""
+        ...
 
 
 def rows_by_id(rows: list[dict[str, Any]], key: str = "id") -> tuple[dict[str, dict[str, Any]], int]:
