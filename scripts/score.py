@@ -16,7 +16,8 @@ def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(TASKS), help="task whose scorer to use")
     parser.add_argument("--gold", required=True, type=Path, help="gold file, as the data set publishes it")
-    parser.add_argument("--predictions", required=True, type=Path, help="official prediction file (JSON lines)")
+    parser.add_argument("--predictions", required=True, type=Path,
+                        help="official prediction file (JSON lines; for mmar and mmau also a JSON list)")
     parser.add_argument("--skip_missing", action="store_true",
                         help="leave gold items without a prediction out of the scores (the original scripts do)")
     parser.add_argument("--output", type=Path, help="also write the metrics to this JSON file")
