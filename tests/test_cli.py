@@ -159,3 +159,27 @@ def test_a_model_path_holding_no_model_is_one_line_and_status_1(tmp_path):
     result = run_script("scripts/evaluate.py", TINY_RECIPE, "--model_name_or_path", str(tmp_path / "absent"),
                         "--output_dir", str(tmp_path / "eval"))
     assert_one_line_error(result, 1, "evaluate.py", f"model path {tmp_path / 'absent'} is not a folder holding a model")
+
+
+def test_score_py_output_never_replaces_an_input_or_a_users_file(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": f"q{n}", "question": "Which?", "choices": ["yes", "no"],
+                                        "answer": "yes"}) + "\n" for n in range(2)))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"id": "q0", "answer_prediction": "yes"}) + "\n"
+                           + json.dumps({"id": "q1", "answer_prediction": "no"}) + "\n")
+    before = predictions.read_bytes()
+    score = ["scripts/score.py", "mmar", "--gold", str(gold), "--predictions", str(predictions)]
+    result = run_script(*score, "--output", str(predictions))
+    assert_one_line_error(result, 1, "score.py", f"{predictions} is also an input", "nothing was written")
+    assert predictions.read_bytes() == before
+    users = tmp_path / "metrics.json"
+    users.write_text("my notes")
+    assert_one_line_error(run_script(*score, "--output", str(users)), 1, "score.py",
+                          f"{users} exists and was not made by the project", "--overwrite")
+    assert users.read_text() == "my notes"
+    assert run_script(*score, "--output", str(users), "--overwrite").returncode == 0
+    assert json.loads(users.read_text())["accuracy"] == 0.5
+    written = run_script(*score, "--output", str(users))  # score.py's own file: replaced without --overwrite
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert json.loads(users.read_text())["accuracy"] == 0.5

@@ -12,7 +12,7 @@ from helpers import write_short_wav
 from audio_recipes.config import TaskArguments
 from audio_recipes.decoding import read_finished
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl
+from audio_recipes.io import read_jsonl, write_atomic, write_text_atomic
 from audio_recipes.paths import ASSETS_DIR
 from audio_recipes.tasks import get_task
 from audio_recipes.tasks.multiple_choice import read_rows
@@ -208,3 +208,19 @@ def test_other_scorers_count_repeated_prediction_rows(task, row, tmp_path):
                   "speech_tokens": [1], "valid": True}
     metrics = get_task(task).score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", [prediction] * 3))
     assert metrics["num_duplicates"] == 2
+
+
+def test_atomic_writes_leave_a_users_tmp_file_alone_and_clean_up_after_a_failure(tmp_path):
+    target, users_file = tmp_path / "report.md", tmp_path / "report.md.tmp"
+    users_file.write_text("the user's own notes", encoding="utf-8")
+    write_text_atomic(target, "first")
+    assert users_file.read_text(encoding="utf-8") == "the user's own notes"
+
+    def fails_half_way(tmp):
+        tmp.write_text("half", encoding="utf-8")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomic(target, fails_half_way)
+    assert target.read_text(encoding="utf-8") == "first"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report.md", "report.md.tmp"]

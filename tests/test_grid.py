@@ -41,6 +41,19 @@ def write_grid(tmp_path, **changes) -> Path:
     return path
 
 
+def patch_cell_commands(monkeypatch, handler) -> None:
+    """subprocess.run answered by `handler` for the grid's cell commands (python SCRIPT.py ...) only: other commands
+    (matplotlib's fc-list building its font cache on a fresh machine) run as they are."""
+    real_run = subprocess.run
+
+    def run(command, *args, **kwargs):
+        if isinstance(command, list) and len(command) > 1 and str(command[1]).endswith(".py"):
+            return handler(command, *args, **kwargs)
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+
+
 def fake_results(grid_dir: Path, figures: dict[str, tuple[float, float]]) -> None:
     """What a finished cell leaves: its recipe and result.json (metrics chosen by the test)."""
     for name, (slu_f1, intent) in figures.items():
@@ -88,7 +101,7 @@ def test_finished_cells_are_skipped_and_tabled_and_plotted(tmp_path, monkeypatch
     def no_run(*args, **kwargs):
         raise AssertionError(f"a finished cell was run again: {args}")
 
-    monkeypatch.setattr(subprocess, "run", no_run)
+    patch_cell_commands(monkeypatch, no_run)
     rows = run_grid(write_grid(tmp_path))
     assert [(row["cell"], row["slu_f1"], row["intent_accuracy"]) for row in rows] == [
         (name, *figure) for name, figure in figures.items()]
@@ -126,7 +139,7 @@ def test_an_unknown_override_key_names_the_cell_and_the_key(tmp_path):
 
 
 def test_bad_values_and_changed_cells_are_refused_before_anything_trains(tmp_path, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    patch_cell_commands(monkeypatch, lambda *a, **k: pytest.fail("nothing may run"))
     with pytest.raises(GridError, match="cell text_only_fraction-2.0__learning_rate-1e-3: invalid value for "
                        "text_only_fraction"):
         run_grid(write_grid(tmp_path, axes={"text_only_fraction": [2.0], "learning_rate": [
@@ -247,7 +260,7 @@ def fake_commands(monkeypatch, calls: list[str], fail: str | None = None):
             (output / "metrics.json").write_text('{"slu_f1": 0.25, "intent_accuracy": 0.5, "n": 4}')
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(subprocess, "run", run)
+    patch_cell_commands(monkeypatch, run)
 
 
 def test_a_cell_is_trained_until_its_training_command_succeeds_then_only_evaluated(tmp_path, monkeypatch):
@@ -298,3 +311,15 @@ def test_a_torn_train_metrics_file_is_named(tmp_path, monkeypatch):
     fake_commands(monkeypatch, [])
     with pytest.raises(InputError, match="train_metrics.json, line 1 column 2: not valid JSON"):
         run_grid(path)
+
+
+def test_a_metric_missing_from_a_finished_cell_fails_before_the_other_cells_train(tmp_path, monkeypatch):
+    fake_results(tmp_path / "grid", {CELLS[1]: (0.2, 0.5)})
+
+    def no_run(*args, **kwargs):
+        raise AssertionError(f"a cell trained before the missing metric was reported: {args}")
+
+    patch_cell_commands(monkeypatch, no_run)
+    with pytest.raises(GridError, match=f"cell {CELLS[1]}: no metric slu_f2 in its results .* it has intent_accuracy, "
+                       "scenario_accuracy, slu_f1: name metrics the task reports"):
+        run_grid(write_grid(tmp_path, metrics=["slu_f1", "slu_f2"]))

@@ -3,9 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from audio_recipes.config import EvalArguments, InspectArguments, ModelArguments, SFTConfig, TaskArguments
+from audio_recipes.errors import RecipeError
 from audio_recipes.pipelines.data import recipe_task
-from audio_recipes.pipelines.inspect import inspect_examples
+from audio_recipes.pipelines.inspect import inspect_examples, recipe_or_stage
 from audio_recipes.pipelines.mixture import training_data
 from audio_recipes.recipe import parse_recipe
 from audio_recipes.testing.tiny_models import ensure_tiny_model
@@ -44,3 +47,26 @@ def test_inspect_shows_the_training_rows_as_training_reads_them_text_rows_as_tex
     assert text and speech
     assert all("<|AUDIO|>" not in record["prompt"] for record in text)
     assert all(record["prompt"].count("<|AUDIO|>") > 10 for record in speech)
+
+
+def test_a_curriculum_shows_the_rows_of_the_stage_named_and_needs_one_for_training():
+    ensure_tiny_model("qwen2-audio")
+    types = (ModelArguments, TaskArguments, SFTConfig, EvalArguments, InspectArguments)
+    recipe = str(ROOT / "recipes/tiny/slurp_curriculum.yaml")
+
+    def stage_rows(stage: str) -> list[tuple[str, str | None]]:
+        argv = [recipe, "--num_samples", "300", "--curriculum_stage", stage]
+        model_args, task_args, training_args, _, inspect_args = recipe_or_stage(types, argv, parse_recipe(types, argv))
+        return [(r["id"], r["audio"]) for r in inspect_examples(model_args, task_args, inspect_args, seed=42)]
+
+    first, second = stage_rows("1"), stage_rows("2")
+    assert len(first) == 200 and all(audio is None for _, audio in first)  # stage 1: the gold transcripts
+    assert len(second) == 10 and all(audio is not None for _, audio in second)  # stage 2: 5 % as speech, rest dropped
+    with pytest.raises(RecipeError, match=r"curriculum of 2 stages.*--curriculum_stage N \(1 to 2\)"):
+        recipe_or_stage(types, [recipe], parse_recipe(types, [recipe]))
+    with pytest.raises(RecipeError, match=r"--curriculum_stage 3: the recipe's curriculum has stages 1 to 2"):
+        argv = [recipe, "--curriculum_stage", "3"]
+        recipe_or_stage(types, argv, parse_recipe(types, argv))
+    plain = [str(ROOT / "recipes/tiny/slurp.yaml"), "--curriculum_stage", "1"]
+    with pytest.raises(RecipeError, match="--curriculum_stage 1: the recipe has no curriculum"):
+        recipe_or_stage(types, plain, parse_recipe(types, plain))

@@ -516,3 +516,13 @@ def test_a_curriculum_killed_inside_stage_two_resumes_from_that_stages_checkpoin
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
     assert resumed["train_speech_examples"] == whole["train_speech_examples"] == 10
     assert (killed / "model.safetensors").is_file() and (killed / "stage_2" / "stage_done.json").is_file()
+
+
+def test_text_only_fraction_rounds_half_up_and_a_fraction_giving_no_row_is_refused():
+    task = recipe_task(task_args_of("slurp.yaml", text_only_fraction=0.5, max_train_samples=5))
+    examples = task.examples("train")
+    assert [example.audio is None for example in examples] == [False] * 5 + [True] * 3  # 2.5 rows: 3, not round()'s 2
+    with pytest.raises(DataError, match=r"^text_only_fraction 0.05 of the 5 training rows of task slurp "
+                       r"\(data/tiny/slurp/train.jsonl\) gives 0 rows .*: the smallest text_only_fraction that gives "
+                       r"one is 0.1$"):
+        recipe_task(task_args_of("slurp.yaml", text_only_fraction=0.05, max_train_samples=5)).examples("train")

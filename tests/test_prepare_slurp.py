@@ -250,3 +250,15 @@ def test_validate_only_names_the_line_and_key_of_a_malformed_row(tmp_path):
     with pytest.raises(DataError, match=rf"devel\.jsonl, line 3 \(slurp_id {rows[1]['slurp_id']}\): recordings\[0\] "
                                         "is an object without it"):
         run_builder("slurp", ["--output_dir", str(tmp_path), "--validate_only"])
+
+
+def test_a_folder_holding_another_build_is_refused_before_any_download(mirror, published, server, tmp_path, capsys):
+    root, _ = mirror
+    output = tmp_path / "slurp"
+    run_builder("slurp", ["--output_dir", str(output), "--real_only", "--audio_url", str(root / "audio"),
+                          "--text_url", f"file://{root / 'text'}"])
+    with pytest.raises(OutputFolderError, match=r"holds another slurp build \(other files, real_only\).* --overwrite"):
+        run_builder("slurp", ["--output_dir", str(output), *urls(server)])  # with train_synthetic: another build
+    assert server.requests == []  # refused before downloading train_synthetic.jsonl
+    run_builder("slurp", ["--output_dir", str(output), "--real_only", *urls(server)])
+    assert last_json(capsys)["built"] is False and server.requests == []  # already built: nothing downloaded

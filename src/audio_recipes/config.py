@@ -280,6 +280,9 @@ class InspectArguments:
     num_samples: int = field(default=3, metadata={"help": "How many training examples to show."})
     save_path: str | None = field(default=None, metadata={"help": "Write the shown examples as JSON lines here."})
     inspect_split: str = field(default="train", metadata={"help": "Which split to show: train, eval or test."})
+    curriculum_stage: int | None = field(default=None, metadata={
+        "help": "For a recipe with a curriculum: show the training data of this stage (1 for the first); the "
+                "training split of a curriculum needs it, each stage training on other rows."})
 
 
 # The task options the collator reads: one collator serves the whole run, so they are the recipe's, not a source's

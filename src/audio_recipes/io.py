@@ -66,9 +66,16 @@ def write_atomic(path: str | Path, write) -> Path:
     """`write(temporary_path)` then a rename over `path`: a reader never sees a half-written file, and an
     interruption leaves the previous file whole."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    # A fresh hidden name: a user's own `NAME.tmp` is never clobbered, and two writers never share a temporary
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -112,6 +119,28 @@ class OutputFolderError(InputError, ValueError):
     """An output folder the builder may not replace; nothing was written."""
 
 
+def holds_build(output_dir: str | Path, builder: str, settings: dict[str, Any], overwrite: bool) -> bool:
+    """True when output_dir already holds this builder's build with these settings; False when it may be built
+    (new, empty, or another build of this builder with `overwrite`); else an OutputFolderError. A builder that
+    downloads asks before downloading, not after."""
+    output_dir = Path(output_dir)
+    if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
+        return False
+    record_path = output_dir / BUILD_RECORD
+    if not record_path.is_file():
+        raise OutputFolderError(f"{output_dir} exists and was not made by `prepare_data.py {builder}` (no "
+                                f"{BUILD_RECORD}): nothing was written; name a new folder")
+    previous = json.loads(record_path.read_text())
+    if previous == json.loads(json.dumps({"builder": builder, "settings": settings}, default=str)):
+        return True
+    if not overwrite:
+        changed = (changed_settings(previous.get("settings", {}), settings) if previous.get("builder") == builder
+                   else [f"builder: {previous.get('builder')}"])
+        raise OutputFolderError(f"{output_dir} holds another {builder} build (other {', '.join(changed) or 'settings'}):"
+                                " nothing was written; pass --overwrite to replace it, or name a new folder")
+    return False
+
+
 def build_folder_atomically(output_dir: str | Path, builder: str, settings: dict[str, Any], overwrite: bool,
                             build: Callable[[Path], Any]) -> bool:
     """Run `build(staging)` in a folder beside output_dir and put it in place only once complete, so that a failed
@@ -122,18 +151,8 @@ def build_folder_atomically(output_dir: str | Path, builder: str, settings: dict
     """
     output_dir = Path(output_dir)
     record = {"builder": builder, "settings": settings}
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        record_path = output_dir / BUILD_RECORD
-        if not record_path.is_file():
-            raise OutputFolderError(f"{output_dir} exists and was not made by `prepare_data.py {builder}` (no "
-                                    f"{BUILD_RECORD}): nothing was written; name a new folder")
-        previous = json.loads(record_path.read_text())
-        if previous == record:
-            return False
-        if not overwrite:
-            changed = changed_settings(previous.get("settings", {}), settings)
-            raise OutputFolderError(f"{output_dir} holds another {builder} build (other {', '.join(changed) or 'builder'}):"
-                                    " nothing was written; pass --overwrite to replace it, or name a new folder")
+    if holds_build(output_dir, builder, settings, overwrite):
+        return False
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-building-", dir=output_dir.parent))
     try:
@@ -183,19 +202,21 @@ def changed_settings(previous: dict[str, Any], settings: dict[str, Any]) -> list
 
 
 def check_output_files(builder: str, outputs: Iterable[str | Path | None], inputs: Iterable[str | Path],
-                       overwrite: bool) -> None:
+                       overwrite: bool, command: str | None = None) -> None:
     """Before a builder writes anything: no output is one of its inputs or named twice (whatever `overwrite` says),
-    and none exists unless the project wrote it (its FILE.build.json) or `overwrite` is given."""
+    and none exists unless the project wrote it (its FILE.build.json) or `overwrite` is given. `command` names the
+    builder in messages (default: `prepare_data.py BUILDER`)."""
+    command = command or f"prepare_data.py {builder}"
     outputs = [Path(output) for output in outputs if output is not None]
     resolved_inputs = {Path(path).resolve(): Path(path) for path in inputs}
     seen: dict[Path, Path] = {}
     for output in outputs:
         resolved = output.resolve()
         if resolved in resolved_inputs:
-            raise OutputFileError(f"{output} is also an input ({resolved_inputs[resolved]}) of `prepare_data.py "
-                                  f"{builder}`: nothing was written; name another output file")
+            raise OutputFileError(f"{output} is also an input ({resolved_inputs[resolved]}) of `{command}`: "
+                                  "nothing was written; name another output file")
         if resolved in seen:
-            raise OutputFileError(f"{output} is named twice as an output of `prepare_data.py {builder}` (also as "
+            raise OutputFileError(f"{output} is named twice as an output of `{command}` (also as "
                                   f"{seen[resolved]}): nothing was written; name different files")
         seen[resolved] = output
         if output.exists() and read_file_record(output) is None and not overwrite:
@@ -228,6 +249,14 @@ def write_recorded_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], build
                          settings: dict[str, Any]) -> Path:
     """JSON lines written atomically, then the record that the project wrote them (FILE.build.json)."""
     write_jsonl_atomic(path, rows)
+    write_text_atomic(file_record_path(path), json.dumps({"builder": builder, "settings": settings}, indent=2,
+                                                         ensure_ascii=False, default=str) + "\n")
+    return Path(path)
+
+
+def write_recorded_json(path: str | Path, value: Any, builder: str, settings: dict[str, Any]) -> Path:
+    """A JSON file written atomically, then the record that the project wrote it (FILE.build.json)."""
+    write_json_atomic(path, value)
     write_text_atomic(file_record_path(path), json.dumps({"builder": builder, "settings": settings}, indent=2,
                                                          ensure_ascii=False, default=str) + "\n")
     return Path(path)

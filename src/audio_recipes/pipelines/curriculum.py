@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,7 @@ from audio_recipes.hub import (
     read_card_fields,
     write_model_card,
 )
-from audio_recipes.io import numeric_metrics, write_json_atomic
+from audio_recipes.io import numeric_metrics, write_atomic, write_json_atomic
 from audio_recipes.pipelines.sft import run_sft
 from audio_recipes.recipe import parse_recipe, recipe_dict
 
@@ -129,9 +128,7 @@ def publish_final_model(stage_folder: Path, output_dir: Path) -> None:
     for path in sorted(stage_folder.iterdir()):
         if not path.is_file() or path.name == STAGE_DONE:
             continue  # checkpoints and evaluation folders stay with their stage
-        temporary = output_dir / f".{path.name}.tmp"
-        shutil.copy2(path, temporary)
-        os.replace(temporary, output_dir / path.name)
+        write_atomic(output_dir / path.name, lambda temporary, source=path: shutil.copy2(source, temporary))
 
 
 def write_curriculum_card(output_dir: Path, recipe_args: tuple, stages: list[dict[str, Any]], repo_id: str,

@@ -243,7 +243,13 @@ def check_cells(grid: Grid) -> None:
                                 f": the grid changed since the cell ran; remove {cell.folder} or name another "
                                 "output_dir")
         result = cell.folder / CELL_RESULT
-        evaluated_with = read_json(result).get("evaluate") if result.is_file() else None
+        finished = read_json(result) if result.is_file() else {}
+        missing = [metric for metric in grid.metrics if metric not in finished.get("metrics", {metric: None})]
+        if missing:  # known now, not after the cells still to run have trained
+            raise GridError(f"cell {cell.name}: no metric {', '.join(missing)} in its results ({result}); it has "
+                            f"{', '.join(sorted(finished['metrics']))}: name metrics the task reports in the grid's "
+                            "`metrics`")
+        evaluated_with = finished.get("evaluate")
         if evaluated_with is not None and evaluated_with != evaluate_arguments(grid, cell):
             raise GridError(f"cell {cell.name}: evaluated with {shlex.join(evaluated_with)}, the grid's evaluate block "
                             f"now gives {shlex.join(evaluate_arguments(grid, cell))}: the table would mix the two; "

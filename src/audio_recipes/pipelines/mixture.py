@@ -12,7 +12,6 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from audio_recipes.config import TaskArguments
@@ -20,7 +19,7 @@ from audio_recipes.errors import DataError, RecipeError
 from audio_recipes.pipelines.data import recipe_task
 from audio_recipes.recipe import SOURCE_COUNT_KEYS, source_task_options
 from audio_recipes.tasks import Example, Task
-from audio_recipes.tasks.base import check_audio_files
+from audio_recipes.tasks.base import check_audio_files, count_of, refuse_count_of_zero
 
 logger = logging.getLogger(__name__)
 
@@ -64,23 +63,6 @@ class TrainingData:
                 counts.update({f"train_source_{index}_{key}": source[key]
                                for key in ("examples", "speech_examples", "text_examples")})
         return counts
-
-
-def count_of(fraction: float, total: int) -> int:
-    """round(fraction x total), halves up, in exact decimal arithmetic: in floats 0.145 x 100 is 14.4999..., here
-    14.5, which gives 15."""
-    return int((Decimal(str(fraction)) * total).to_integral_value(rounding=ROUND_HALF_UP))
-
-
-def refuse_count_of_zero(key: str, fraction: float, total: int, what: str, where: str) -> None:
-    """A positive `fraction` (option `key`) of `total` `what` that rounds to none fails, with the smallest fraction
-    that gives one (0.5 / total, rounded up to 3 significant digits so that it still does)."""
-    if fraction > 0 and count_of(fraction, total) == 0:
-        smallest = Context(prec=3, rounding=ROUND_CEILING).divide(Decimal(1), Decimal(2 * total))
-        product = (Decimal(str(fraction)) * total).normalize()
-        raise DataError(f"{key} {fraction} of the {total} training {what} of {where} gives 0 {what} ({fraction} x "
-                        f"{total} = {product:f}, rounded half up): the smallest {key} that gives one is "
-                        f"{smallest.normalize():f}")
 
 
 def stratified_choice(strata: dict[str, str | None], count: int, seed: int) -> set[str]:

@@ -41,9 +41,8 @@ from typing import Any
 
 from audio_recipes.errors import DataError, InputError
 from audio_recipes.io import (
-    BUILD_RECORD,
-    OutputFolderError,
     build_folder_atomically,
+    holds_build,
     read_jsonl_lines,
     write_json_atomic,
 )
@@ -347,13 +346,11 @@ def main(argv: list[str]) -> None:
     splits = [published.split for published in files if published.split]
     built = False
     if not args.validate_only:
-        out = args.output_dir
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out / BUILD_RECORD).is_file():
-            # build_folder_atomically refuses it too, but only after gigabytes of downloads
-            raise OutputFolderError(f"{out} exists and was not made by `prepare_data.py slurp` (no {BUILD_RECORD}): "
-                                    "nothing was written; name a new --output_dir")
-        ensure_downloads(files, args.download_dir, args.audio_url, args.text_url, args.retries, args.skip_download)
         settings = {"real_only": args.real_only, "files": {published.name: published.checksum for published in files}}
+        # Asked before gigabytes of downloads: a folder this build may not replace, or one that already holds it
+        if not holds_build(args.output_dir, "slurp", settings, args.overwrite):
+            ensure_downloads(files, args.download_dir, args.audio_url, args.text_url, args.retries,
+                             args.skip_download)
         built = build_folder_atomically(args.output_dir, "slurp", settings, args.overwrite,
                                         lambda staging: extract(files, args.download_dir, staging))
         log(f"{'built' if built else 'already built:'} {args.output_dir}")

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -89,7 +90,9 @@ class Task(ABC):
         limit = self.args.max_train_samples if split == "train" else self.args.max_eval_samples
         examples = examples[:limit] if limit is not None else examples
         if split == "train" and self.args.text_only_fraction:
-            examples = examples + self.text_only_examples(round(self.args.text_only_fraction * len(examples)))
+            fraction = self.args.text_only_fraction
+            refuse_count_of_zero("text_only_fraction", fraction, len(examples), "rows", f"task {self.name} ({source})")
+            examples = examples + self.text_only_examples(count_of(fraction, len(examples)))
         return examples
 
     def text_only_examples(self, count: int) -> list[Example]:
@@ -258,3 +261,20 @@ def register_task(cls: type[Task]) -> type[Task]:
 def get_task(name: str, args: TaskArguments | None = None) -> Task:
     """The task `name`, with the recipe's task options (the task's defaults when none are given)."""
     return TASKS.get(name)(args or TaskArguments(task=name))
+
+
+def count_of(fraction: float, total: int) -> int:
+    """round(fraction x total), halves up, in exact decimal arithmetic: in floats 0.145 x 100 is 14.4999..., here
+    14.5, which gives 15."""
+    return int((Decimal(str(fraction)) * total).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def refuse_count_of_zero(key: str, fraction: float, total: int, what: str, where: str) -> None:
+    """A positive `fraction` (option `key`) of `total` `what` that rounds to none fails, with the smallest fraction
+    that gives one (0.5 / total, rounded up to 3 significant digits so that it still does)."""
+    if fraction > 0 and count_of(fraction, total) == 0:
+        smallest = Context(prec=3, rounding=ROUND_CEILING).divide(Decimal(1), Decimal(2 * total))
+        product = (Decimal(str(fraction)) * total).normalize()
+        raise DataError(f"{key} {fraction} of the {total} training {what} of {where} gives 0 {what} ({fraction} x "
+                        f"{total} = {product:f}, rounded half up): the smallest {key} that gives one is "
+                        f"{smallest.normalize():f}")
