@@ -9,7 +9,8 @@ import torch
 
 from audio_recipes.audio import AudioError
 from audio_recipes.audio import loading as audio_loading
-from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator
+from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator, AudioOptions
+from audio_recipes.errors import RecipeError
 from audio_recipes.models import family_for_model_type, family_for_processor, load_processor
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
@@ -236,6 +237,33 @@ def test_long_clip_is_cropped_and_counted(model, processor, tmp_path):
         assert batch["input_features"].shape[0] == 1
     placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
     assert batch["input_ids"][0].tolist().count(placeholder) == audio_token_count(model, 30.0)
+
+
+# Seconds of a clip each tiny processor keeps (its feature extractor's window, AF3's max_audio_len); None: any length
+LONGEST_CLIP = {"qwen2-audio": 30.0, "qwen2.5-omni": 30.0, "qwen3-omni-moe": None, "audio-flamingo3": 600.0,
+                "voxtral": None}
+
+
+def test_max_seconds_past_what_the_processor_keeps_is_refused(model, processor, tmp_path):
+    longest = LONGEST_CLIP[model]
+    if longest is None:  # no cut: a 40 s clip with no max keeps all its audio tokens
+        path = tmp_path / "forty.wav"
+        sf.write(path, np.full(16000 * 40, 0.01, dtype=np.float32), 16000)
+        batch = AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=None))([example("x", str(path), "Q")])
+        placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+        assert batch["input_ids"][0].tolist().count(placeholder) == audio_token_count(model, 40.0)
+        return
+    for too_long in (longest + 1, None):
+        with pytest.raises(RecipeError, match=rf"max_audio_seconds={too_long}.* {longest:g} s .*at most {longest:g}"):
+            AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=too_long))
+    assert AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=longest)).audio_options.max_seconds == longest
+
+
+def test_qwen2_audio_processor_cuts_clips_at_30_seconds_itself(qwen2_audio):
+    """Why a longer max_audio_seconds is refused: the processor keeps 3000 frames of a 40 s clip, without a word."""
+    features = qwen2_audio(text=["<|AUDIO|>"], audio=[np.full(16000 * 40, 0.01, dtype=np.float32)],
+                           sampling_rate=16000, return_tensors="pt")
+    assert features["feature_attention_mask"].sum().item() == 3000
 
 
 def test_example_length_matches_the_collated_length_without_decoding(processor, clips, monkeypatch):

@@ -14,6 +14,7 @@ import torch
 from audio_recipes.audio import AudioStats, load_audio_batch
 from audio_recipes.audio.window import allow_short_audio_windows, short_window_samples
 from audio_recipes.config import TaskArguments
+from audio_recipes.errors import RecipeError
 from audio_recipes.models.families import ModelFamily, family_for_processor
 from audio_recipes.packing import pack_rows
 
@@ -96,6 +97,8 @@ class AudioChatCollator:
             raise ValueError("the tokenizer has no pad token; set one (Qwen models pad with <|endoftext|>)")
         feature_extractor = getattr(self.processor, "feature_extractor", None)
         self.sampling_rate = feature_extractor.sampling_rate if feature_extractor is not None else None
+        if feature_extractor is not None:
+            check_max_seconds(self.audio_options.max_seconds, self.family, self.processor)
         self.short_audio_window = self.short_audio_window and self.family.whisper_window
         if self.short_audio_window:
             allow_short_audio_windows()
@@ -261,6 +264,18 @@ class AudioChatCollator:
         else:
             padded = [[value] * (longest - len(row)) + row for row in rows]
         return torch.tensor(padded, dtype=torch.long)
+
+
+def check_max_seconds(max_seconds: float | None, family: ModelFamily, processor: Any) -> None:
+    """A max_audio_seconds past what the family's processor keeps would have longer clips cut there silently,
+    uncounted and unwarned: refused, naming the limit."""
+    longest = family.longest_clip(processor)
+    if longest is not None and (max_seconds is None or max_seconds > longest):
+        raise RecipeError(
+            f"max_audio_seconds={max_seconds} is longer than the {longest:g} s of a clip that {family.name}'s "
+            f"processor keeps (it would cut longer clips to {longest:g} s without a warning); expected at most "
+            f"{longest:g}: longer clips are then cropped with a warning and counted, or refused with "
+            f"on_too_long: reject")
 
 
 def attach(row: list[int], extra: list[int], before: bool) -> list[int]:
