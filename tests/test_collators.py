@@ -224,6 +224,24 @@ def test_missing_audio_names_file_and_row(processor, tmp_path):
         collator([example("slurp-7", str(tmp_path / "nowhere.wav"), "Q")])
 
 
+@pytest.mark.parametrize("seconds", [0.001, 0.02])
+def test_clip_shorter_than_one_analysis_window_names_file_and_row(model, processor, tmp_path, seconds):
+    path = tmp_path / "blip.wav"
+    sf.write(path, np.full(round(16000 * seconds), 0.1, dtype=np.float32), 16000)
+    collator = AudioChatCollator(processor)
+    with pytest.raises(AudioError, match=rf"blip\.wav.*row 'slurp-3'.*{seconds:.3f} s is too short: expected at least "
+                                         r"0\.025 s"):
+        collator([example("slurp-3", str(path), "Q"), example("ok", None, "Q")])
+
+
+def test_clip_of_one_analysis_window_gives_audio_tokens(model, processor, tmp_path):
+    path = tmp_path / "window.wav"
+    sf.write(path, np.full(400, 0.1, dtype=np.float32), 16000)
+    batch = AudioChatCollator(processor)([example("w", str(path), "Q")])
+    placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+    assert batch["input_ids"][0].tolist().count(placeholder) >= 1
+
+
 def test_long_clip_is_cropped_and_counted(model, processor, tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(16000 * 31, dtype=np.float32) + 0.01, 16000)

@@ -11,7 +11,7 @@ import numpy as np
 import soundfile
 import torch
 
-from audio_recipes.audio import AudioStats, load_audio_batch
+from audio_recipes.audio import AudioError, AudioStats, load_audio_batch
 from audio_recipes.audio.window import allow_short_audio_windows, short_window_samples
 from audio_recipes.config import TaskArguments
 from audio_recipes.errors import RecipeError
@@ -126,6 +126,8 @@ class AudioChatCollator:
             peak_normalize=self.audio_options.peak_normalize,
             stats=self.stats,
         )
+        for example, audio in zip(with_audio, audios, strict=True):
+            self.check_clip_length(example, audio)
         if self.family.chat_encoder is not None:
             clips = iter(audios)
             return self.family.chat_encoder.encode_prompts(
@@ -139,6 +141,15 @@ class AudioChatCollator:
             with_clip, without_clip = iter(with_clip), iter(without_clip)
             return [next(with_clip) if a else next(without_clip) for a in has_audio], audio_inputs
         return self.encode_texts(texts, audios)
+
+    def check_clip_length(self, example: dict[str, Any], audio: np.ndarray) -> None:
+        """A clip shorter than one STFT window gave Qwen3-Omni's extractor a bare padding error, and the Whisper-style
+        families no audio token at all (features with no placeholder): refused, naming the file and row."""
+        shortest = getattr(self.processor.feature_extractor, "n_fft", 0)
+        if len(audio) < shortest or self.audio_token_count(len(audio)) < 1:
+            raise AudioError(example["audio"], f"{len(audio) / self.sampling_rate:.3f} s is too short: expected at "
+                             f"least {shortest / self.sampling_rate:g} s (one {shortest}-sample analysis window) "
+                             f"for {self.family.name}", row=example["id"])
 
     def encode_texts(self, texts: list[str], audios: list[np.ndarray]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
         if audios:
