@@ -293,6 +293,16 @@ def test_example_length_matches_the_collated_length_without_decoding(processor, 
     assert [collator.example_length(row) for row in rows] == expected
 
 
+@pytest.mark.parametrize("content, reason", [(None, "file not found"), (b"RIFF not audio", "unreadable or corrupt")])
+def test_example_length_of_a_bad_file_names_file_and_row(processor, tmp_path, content, reason):
+    """Length grouping reads every row's header before training: a bad file says which row, as the collator does."""
+    path = tmp_path / "bad.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioError, match=rf"bad\.wav' \(row 'slurp-9'\): {reason}"):
+        AudioChatCollator(processor).example_length(example("slurp-9", str(path), "Q"))
+
+
 SILENT_CLIP_TURN = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                     f"Audio 1: <|audio_bos|>{'<|AUDIO|>' * audio_token_count('qwen2-audio', 1.0)}<|audio_eos|>\n<|im_end|>\n")
 

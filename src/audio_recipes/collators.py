@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import soundfile
 import torch
 
-from audio_recipes.audio import AudioError, AudioStats, load_audio_batch
+from audio_recipes.audio import AudioError, AudioStats, load_audio_batch, read_audio_info
 from audio_recipes.audio.window import allow_short_audio_windows, short_window_samples
 from audio_recipes.config import TaskArguments
 from audio_recipes.errors import RecipeError
@@ -223,28 +222,24 @@ class AudioChatCollator:
         rendered = self.prompt_texts([example])[0] + (example["completion"] + self.end_of_turn
                                                        if self.with_completion else "")
         text = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        audio_tokens = 0
-        if example.get("audio"):
-            info = soundfile.info(example["audio"])
-            samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
-            samples = min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
-            audio_tokens = self.audio_token_count(samples)
+        audio_tokens = self.audio_token_count(self.header_samples(example)) if example.get("audio") else 0
         # The rendered prompt holds one placeholder per clip, which the processor expands
         return len(text) + max(audio_tokens - 1, 0)
 
     def encoded_example_length(self, example: dict[str, Any]) -> int:
         """example_length through the family's chat encoder: the prompt encoded with a silent stand-in of the
         clip's length (read from the header, never decoded), no features computed."""
-        clip = None
-        if example.get("audio"):
-            info = soundfile.info(example["audio"])
-            samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
-            samples = min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
-            clip = np.zeros(samples, dtype=np.float32)
+        clip = np.zeros(self.header_samples(example), dtype=np.float32) if example.get("audio") else None
         prompt_ids, _ = self.family.chat_encoder.encode_prompts(self.processor, [chat_messages(example)], [clip],
                                                                 features=False)
         answer = self.completion_ids([example["completion"]])[0] if self.with_completion else []
         return len(prompt_ids[0]) + len(answer)
+
+    def header_samples(self, example: dict[str, Any]) -> int:
+        """Samples of the example's clip as loaded (resampled, cropped), read from the file's header."""
+        info = read_audio_info(example["audio"], row=example["id"])
+        samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
+        return min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
 
     def audio_token_count(self, samples: int) -> int:
         """Placeholders a clip of `samples` expands to, by the family's rule."""

@@ -95,8 +95,11 @@ def resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     return soxr.resample(x, in_rate, out_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def read_audio_file(path: str | os.PathLike, *, row: Any = None) -> tuple[np.ndarray, int]:
-    """Decode a whole file as (frames, channels) float32, turning every failure into AudioError."""
+UNREADABLE = "unreadable or corrupt audio; expected a format soundfile can read (wav, flac, ogg)"
+
+
+def check_audio_path(path: str | os.PathLike, *, row: Any = None) -> None:
+    """AudioError unless path is a non-empty file."""
     if not os.path.exists(path):
         raise AudioError(path, "file not found", row=row)
     if os.path.isdir(path):
@@ -105,14 +108,24 @@ def read_audio_file(path: str | os.PathLike, *, row: Any = None) -> tuple[np.nda
         raise AudioError(
             path, "empty file (0 bytes); expected audio soundfile can read (wav, flac, ogg)", row=row
         )
+
+
+def read_audio_info(path: str | os.PathLike, *, row: Any = None) -> Any:
+    """The file's header (frames, samplerate, channels) without decoding it; failures are AudioError as on reading."""
+    check_audio_path(path, row=row)
+    try:
+        return sf.info(os.fspath(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioError(path, f"{UNREADABLE}: {error}", row=row) from error
+
+
+def read_audio_file(path: str | os.PathLike, *, row: Any = None) -> tuple[np.ndarray, int]:
+    """Decode a whole file as (frames, channels) float32, turning every failure into AudioError."""
+    check_audio_path(path, row=row)
     try:
         frames, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioError(
-            path,
-            f"unreadable or corrupt audio; expected a format soundfile can read (wav, flac, ogg): {error}",
-            row=row,
-        ) from error
+        raise AudioError(path, f"{UNREADABLE}: {error}", row=row) from error
     if len(frames) == 0:
         raise AudioError(path, "no audio frames (0 samples)", row=row)
     if not np.all(np.isfinite(frames)):
