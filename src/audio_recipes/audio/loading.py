@@ -36,6 +36,10 @@ class AudioTooLongWarning(UserWarning):
     """A clip was longer than max_seconds and was cropped."""
 
 
+class SilentAudioWarning(UserWarning):
+    """A clip was digital silence (every sample 0 after the mix to mono): a broken file is the usual cause."""
+
+
 @dataclass
 class AudioStats:
     """Counts what load_audio did, so a caller can report how many clips were cropped or rejected."""
@@ -43,11 +47,14 @@ class AudioStats:
     loaded: int = 0
     cropped: int = 0
     rejected: int = 0
+    silent: int = 0
     cropped_files: list[str] = field(default_factory=list)
     rejected_files: list[str] = field(default_factory=list)
+    silent_files: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"{self.loaded} clips loaded, {self.cropped} cropped, {self.rejected} rejected as too long"
+        return (f"{self.loaded} clips loaded, {self.cropped} cropped, {self.rejected} rejected as too long, "
+                f"{self.silent} digital silence")
 
 
 def describe_file(path: str | os.PathLike, row: Any = None) -> str:
@@ -155,6 +162,8 @@ def load_audio(
     frames, in_rate = read_audio_file(path, row=row)
     audio = mix_down_to_mono(frames)
     duration = len(audio) / in_rate
+    if not np.any(audio):
+        warn_silent(path, row, channels_cancel=bool(np.any(frames)), stats=stats)
 
     too_long = max_seconds is not None and duration > max_seconds
     if too_long and on_too_long == "reject":
@@ -186,6 +195,16 @@ def load_audio(
     if stats is not None:
         stats.loaded += 1
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def warn_silent(path: str | os.PathLike, row: Any, *, channels_cancel: bool, stats: AudioStats | None) -> None:
+    """Loaded all the same (a speech detection set may hold real silence), but never unseen: warned and counted."""
+    cause = "its channels cancel out when mixed to mono" if channels_cancel else "every sample is 0"
+    warnings.warn(f"{describe_file(path, row)}: digital silence ({cause}); expected audible audio",
+                  SilentAudioWarning, stacklevel=3)
+    if stats is not None:
+        stats.silent += 1
+        stats.silent_files.append(os.fspath(path))
 
 
 def load_audio_batch(
