@@ -1,6 +1,7 @@
 """Audio loading, mixing and speech synthesis, checked on synthetic files and real recordings."""
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -283,6 +284,16 @@ def test_batch_error_names_the_row_of_the_bad_file(tmp_path):
         load_audio_batch([good, tmp_path / "missing.wav"], 16000)
     with pytest.raises(ValueError, match="rows has 1"):
         load_audio_batch([good, good], 16000, rows=["a"])
+
+
+@pytest.mark.parametrize("value, kind", [({"path": "a.wav", "bytes": None}, "dict"), (3, "int"), (float("nan"), "float")])
+def test_audio_that_is_not_a_path_names_the_row(value, kind):
+    """datasets' Audio column (a dict), a number from a spreadsheet: a bare TypeError without the row before."""
+    with pytest.raises(AudioError, match=rf"audio {re.escape(repr(value))} \(row 'b'\): expected the path of an "
+                                         rf"audio file \(a string\), got {kind}"):
+        load_audio_batch([value], 16000, rows=["b"])
+    with pytest.raises(AudioError, match=rf"\(row 'c'\): expected the path .* got {kind}"):
+        load_audio(value, 16000, row="c")
 
 
 def test_batch_passes_options_through(tmp_path):

@@ -26,7 +26,7 @@ class AudioError(InputError, ValueError):
     """An audio file could not be used; the message names the file, the row and what was expected."""
 
     def __init__(self, path: str | os.PathLike, reason: str, *, row: Any = None):
-        self.path = os.fspath(path)
+        self.path = os.fspath(path) if is_path(path) else repr(path)
         self.row = row
         self.reason = reason
         super().__init__(f"{describe_file(path, row)}: {reason}")
@@ -57,9 +57,13 @@ class AudioStats:
                 f"{self.silent} digital silence")
 
 
+def is_path(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike)
+
+
 def describe_file(path: str | os.PathLike, row: Any = None) -> str:
     """`audio file 'x.wav' (row 'slurp-12')`, the prefix of every message about a file."""
-    text = f"audio file '{os.fspath(path)}'"
+    text = f"audio file '{os.fspath(path)}'" if is_path(path) else f"audio {path!r}"
     if row is not None:
         text += f" (row {row!r})"
     return text
@@ -107,6 +111,8 @@ UNREADABLE = "unreadable or corrupt audio; expected a format soundfile can read 
 
 def check_audio_path(path: str | os.PathLike, *, row: Any = None) -> None:
     """AudioError unless path is a non-empty file."""
+    if not is_path(path):  # os.path reads an int as a file descriptor; a dict is datasets' Audio column
+        raise AudioError(path, f"expected the path of an audio file (a string), got {type(path).__name__}", row=row)
     if not os.path.exists(path):
         raise AudioError(path, "file not found", row=row)
     if os.path.isdir(path):
@@ -220,11 +226,13 @@ def load_audio_batch(
     decoded: dict[str, np.ndarray] = {}
     batch = []
     for index, path in enumerate(paths):
+        row = rows[index] if rows is not None else index
+        if not is_path(path):
+            check_audio_path(path, row=row)  # an AudioError naming the row, before os.fspath fails bare
         key = os.path.abspath(os.fspath(path))
         if key in decoded:
             batch.append(decoded[key].copy())  # a copy, so editing one clip in place cannot change its twin
             continue
-        row = rows[index] if rows is not None else index
         decoded[key] = load_audio(path, sampling_rate, row=row, **kwargs)
         batch.append(decoded[key])
     return batch
