@@ -270,6 +270,8 @@ def test_max_seconds_past_what_the_processor_keeps_is_refused(model, processor, 
         batch = AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=None))([example("x", str(path), "Q")])
         placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
         assert batch["input_ids"][0].tolist().count(placeholder) == audio_token_count(model, 40.0)
+        collator = AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=None))
+        assert collator.example_length(example("x", str(path), "Q")) == batch["input_ids"].shape[1]  # not cut at 30 s
         return
     for too_long in (longest + 1, None):
         with pytest.raises(RecipeError, match=rf"max_audio_seconds={too_long}.* {longest:g} s .*at most {longest:g}"):

@@ -239,7 +239,8 @@ class AudioChatCollator:
         """Samples of the example's clip as loaded (resampled, cropped), read from the file's header."""
         info = read_audio_info(example["audio"], row=example["id"])
         samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
-        return min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
+        max_seconds = self.audio_options.max_seconds
+        return samples if max_seconds is None else min(samples, int(max_seconds * self.sampling_rate))
 
     def audio_token_count(self, samples: int) -> int:
         """Placeholders a clip of `samples` expands to, by the family's rule."""
