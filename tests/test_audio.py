@@ -1,6 +1,7 @@
 """Audio loading, mixing and speech synthesis, checked on synthetic files and real recordings."""
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -11,6 +12,7 @@ from audio_recipes.audio import (
     AudioError,
     AudioStats,
     AudioTooLongWarning,
+    SilentAudioWarning,
     crop_or_pad,
     load_audio,
     load_audio_batch,
@@ -45,8 +47,11 @@ def test_stereo_opposite_channels_mix_down_to_exact_zeros(tmp_path):
     path = tmp_path / "opposite.flac"
     sf.write(path, np.stack([k, -k], axis=1), 16000)  # int16 in, so the file holds k exactly
 
-    audio = load_audio(path, 16000)
+    stats = AudioStats()
+    with pytest.warns(SilentAudioWarning, match=r"opposite\.flac' \(row 'r1'\): digital silence \(its channels cancel"):
+        audio = load_audio(path, 16000, row="r1", stats=stats)
 
+    assert stats.silent == 1 and stats.silent_files == [str(path)] and stats.loaded == 1  # kept, but counted
     assert audio.dtype == np.float32 and audio.shape == (8000,)
     assert np.count_nonzero(k) > 7000  # the channels themselves are not silent
     np.testing.assert_array_equal(audio, np.zeros(8000, dtype=np.float32))
@@ -124,7 +129,8 @@ def test_peak_normalize_leaves_silence_as_zeros(tmp_path):
     path = tmp_path / "silence.wav"
     sf.write(path, np.zeros(4000, dtype=np.float32), 8000)
 
-    audio = load_audio(path, 16000, peak_normalize=True)
+    with pytest.warns(SilentAudioWarning, match=r"silence\.wav': digital silence \(every sample is 0\)"):
+        audio = load_audio(path, 16000, peak_normalize=True)
 
     assert len(audio) == 8000
     assert not np.any(np.isnan(audio))
@@ -278,6 +284,16 @@ def test_batch_error_names_the_row_of_the_bad_file(tmp_path):
         load_audio_batch([good, tmp_path / "missing.wav"], 16000)
     with pytest.raises(ValueError, match="rows has 1"):
         load_audio_batch([good, good], 16000, rows=["a"])
+
+
+@pytest.mark.parametrize("value, kind", [({"path": "a.wav", "bytes": None}, "dict"), (3, "int"), (float("nan"), "float")])
+def test_audio_that_is_not_a_path_names_the_row(value, kind):
+    """datasets' Audio column (a dict), a number from a spreadsheet: a bare TypeError without the row before."""
+    with pytest.raises(AudioError, match=rf"audio {re.escape(repr(value))} \(row 'b'\): expected the path of an "
+                                         rf"audio file \(a string\), got {kind}"):
+        load_audio_batch([value], 16000, rows=["b"])
+    with pytest.raises(AudioError, match=rf"\(row 'c'\): expected the path .* got {kind}"):
+        load_audio(value, 16000, row="c")
 
 
 def test_batch_passes_options_through(tmp_path):

@@ -9,7 +9,8 @@ import torch
 
 from audio_recipes.audio import AudioError
 from audio_recipes.audio import loading as audio_loading
-from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator
+from audio_recipes.collators import IGNORE_INDEX, AudioChatCollator, AudioOptions
+from audio_recipes.errors import RecipeError
 from audio_recipes.models import family_for_model_type, family_for_processor, load_processor
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
@@ -223,6 +224,24 @@ def test_missing_audio_names_file_and_row(processor, tmp_path):
         collator([example("slurp-7", str(tmp_path / "nowhere.wav"), "Q")])
 
 
+@pytest.mark.parametrize("seconds", [0.001, 0.02])
+def test_clip_shorter_than_one_analysis_window_names_file_and_row(model, processor, tmp_path, seconds):
+    path = tmp_path / "blip.wav"
+    sf.write(path, np.full(round(16000 * seconds), 0.1, dtype=np.float32), 16000)
+    collator = AudioChatCollator(processor)
+    with pytest.raises(AudioError, match=rf"blip\.wav.*row 'slurp-3'.*{seconds:.3f} s is too short: expected at least "
+                                         r"0\.025 s"):
+        collator([example("slurp-3", str(path), "Q"), example("ok", None, "Q")])
+
+
+def test_clip_of_one_analysis_window_gives_audio_tokens(model, processor, tmp_path):
+    path = tmp_path / "window.wav"
+    sf.write(path, np.full(400, 0.1, dtype=np.float32), 16000)
+    batch = AudioChatCollator(processor)([example("w", str(path), "Q")])
+    placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+    assert batch["input_ids"][0].tolist().count(placeholder) >= 1
+
+
 def test_long_clip_is_cropped_and_counted(model, processor, tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(16000 * 31, dtype=np.float32) + 0.01, 16000)
@@ -238,6 +257,35 @@ def test_long_clip_is_cropped_and_counted(model, processor, tmp_path):
     assert batch["input_ids"][0].tolist().count(placeholder) == audio_token_count(model, 30.0)
 
 
+# Seconds of a clip each tiny processor keeps (its feature extractor's window, AF3's max_audio_len); None: any length
+LONGEST_CLIP = {"qwen2-audio": 30.0, "qwen2.5-omni": 30.0, "qwen3-omni-moe": None, "audio-flamingo3": 600.0,
+                "voxtral": None}
+
+
+def test_max_seconds_past_what_the_processor_keeps_is_refused(model, processor, tmp_path):
+    longest = LONGEST_CLIP[model]
+    if longest is None:  # no cut: a 40 s clip with no max keeps all its audio tokens
+        path = tmp_path / "forty.wav"
+        sf.write(path, np.full(16000 * 40, 0.01, dtype=np.float32), 16000)
+        batch = AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=None))([example("x", str(path), "Q")])
+        placeholder = processor.tokenizer.convert_tokens_to_ids(LAYOUTS[model][2])
+        assert batch["input_ids"][0].tolist().count(placeholder) == audio_token_count(model, 40.0)
+        collator = AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=None))
+        assert collator.example_length(example("x", str(path), "Q")) == batch["input_ids"].shape[1]  # not cut at 30 s
+        return
+    for too_long in (longest + 1, None):
+        with pytest.raises(RecipeError, match=rf"max_audio_seconds={too_long}.* {longest:g} s .*at most {longest:g}"):
+            AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=too_long))
+    assert AudioChatCollator(processor, audio_options=AudioOptions(max_seconds=longest)).audio_options.max_seconds == longest
+
+
+def test_qwen2_audio_processor_cuts_clips_at_30_seconds_itself(qwen2_audio):
+    """Why a longer max_audio_seconds is refused: the processor keeps 3000 frames of a 40 s clip, without a word."""
+    features = qwen2_audio(text=["<|AUDIO|>"], audio=[np.full(16000 * 40, 0.01, dtype=np.float32)],
+                           sampling_rate=16000, return_tensors="pt")
+    assert features["feature_attention_mask"].sum().item() == 3000
+
+
 def test_example_length_matches_the_collated_length_without_decoding(processor, clips, monkeypatch):
     collator = AudioChatCollator(processor)
     rows = [example("a", clips["long"], "What is said?"), example("b", clips["short"], "Q"),
@@ -245,6 +293,16 @@ def test_example_length_matches_the_collated_length_without_decoding(processor, 
     expected = [collator([row])["input_ids"].shape[1] for row in rows]
     monkeypatch.setattr(audio_loading.sf, "read", lambda *a, **k: pytest.fail("length estimation decoded a clip"))
     assert [collator.example_length(row) for row in rows] == expected
+
+
+@pytest.mark.parametrize("content, reason", [(None, "file not found"), (b"RIFF not audio", "unreadable or corrupt")])
+def test_example_length_of_a_bad_file_names_file_and_row(processor, tmp_path, content, reason):
+    """Length grouping reads every row's header before training: a bad file says which row, as the collator does."""
+    path = tmp_path / "bad.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioError, match=rf"bad\.wav' \(row 'slurp-9'\): {reason}"):
+        AudioChatCollator(processor).example_length(example("slurp-9", str(path), "Q"))
 
 
 SILENT_CLIP_TURN = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"

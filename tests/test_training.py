@@ -78,6 +78,7 @@ def test_run_sft_writes_model_state_and_card(tmp_path):
     card = (output / "README.md").read_text()
     assert "recipes/tiny/slurp_text.yaml" in card and "tiny-models/qwen2-audio" in card
     assert metrics["train_loss"] > 0 and metrics["audio_clips_loaded"] == 0
+    assert metrics["audio_clips_digital_silence"] == 0  # counted, the tiny data holds none
 
 
 # Qwen2-Audio, the Omni thinkers and Audio Flamingo 3; Qwen3-Omni's LoRA reaches its experts (3-D parameters, not

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import soundfile
 import torch
 
-from audio_recipes.audio import AudioStats, load_audio_batch
+from audio_recipes.audio import AudioError, AudioStats, load_audio_batch, read_audio_info
 from audio_recipes.audio.window import allow_short_audio_windows, short_window_samples
 from audio_recipes.config import TaskArguments
+from audio_recipes.errors import RecipeError
 from audio_recipes.models.families import ModelFamily, family_for_processor
 from audio_recipes.packing import pack_rows
 
@@ -96,6 +96,8 @@ class AudioChatCollator:
             raise ValueError("the tokenizer has no pad token; set one (Qwen models pad with <|endoftext|>)")
         feature_extractor = getattr(self.processor, "feature_extractor", None)
         self.sampling_rate = feature_extractor.sampling_rate if feature_extractor is not None else None
+        if feature_extractor is not None:
+            check_max_seconds(self.audio_options.max_seconds, self.family, self.processor)
         self.short_audio_window = self.short_audio_window and self.family.whisper_window
         if self.short_audio_window:
             allow_short_audio_windows()
@@ -123,6 +125,8 @@ class AudioChatCollator:
             peak_normalize=self.audio_options.peak_normalize,
             stats=self.stats,
         )
+        for example, audio in zip(with_audio, audios, strict=True):
+            self.check_clip_length(example, audio)
         if self.family.chat_encoder is not None:
             clips = iter(audios)
             return self.family.chat_encoder.encode_prompts(
@@ -136,6 +140,15 @@ class AudioChatCollator:
             with_clip, without_clip = iter(with_clip), iter(without_clip)
             return [next(with_clip) if a else next(without_clip) for a in has_audio], audio_inputs
         return self.encode_texts(texts, audios)
+
+    def check_clip_length(self, example: dict[str, Any], audio: np.ndarray) -> None:
+        """A clip shorter than one STFT window gave Qwen3-Omni's extractor a bare padding error, and the Whisper-style
+        families no audio token at all (features with no placeholder): refused, naming the file and row."""
+        shortest = getattr(self.processor.feature_extractor, "n_fft", 0)
+        if len(audio) < shortest or self.audio_token_count(len(audio)) < 1:
+            raise AudioError(example["audio"], f"{len(audio) / self.sampling_rate:.3f} s is too short: expected at "
+                             f"least {shortest / self.sampling_rate:g} s (one {shortest}-sample analysis window) "
+                             f"for {self.family.name}", row=example["id"])
 
     def encode_texts(self, texts: list[str], audios: list[np.ndarray]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
         if audios:
@@ -209,28 +222,25 @@ class AudioChatCollator:
         rendered = self.prompt_texts([example])[0] + (example["completion"] + self.end_of_turn
                                                        if self.with_completion else "")
         text = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        audio_tokens = 0
-        if example.get("audio"):
-            info = soundfile.info(example["audio"])
-            samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
-            samples = min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
-            audio_tokens = self.audio_token_count(samples)
+        audio_tokens = self.audio_token_count(self.header_samples(example)) if example.get("audio") else 0
         # The rendered prompt holds one placeholder per clip, which the processor expands
         return len(text) + max(audio_tokens - 1, 0)
 
     def encoded_example_length(self, example: dict[str, Any]) -> int:
         """example_length through the family's chat encoder: the prompt encoded with a silent stand-in of the
         clip's length (read from the header, never decoded), no features computed."""
-        clip = None
-        if example.get("audio"):
-            info = soundfile.info(example["audio"])
-            samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
-            samples = min(samples, int((self.audio_options.max_seconds or 30.0) * self.sampling_rate))
-            clip = np.zeros(samples, dtype=np.float32)
+        clip = np.zeros(self.header_samples(example), dtype=np.float32) if example.get("audio") else None
         prompt_ids, _ = self.family.chat_encoder.encode_prompts(self.processor, [chat_messages(example)], [clip],
                                                                 features=False)
         answer = self.completion_ids([example["completion"]])[0] if self.with_completion else []
         return len(prompt_ids[0]) + len(answer)
+
+    def header_samples(self, example: dict[str, Any]) -> int:
+        """Samples of the example's clip as loaded (resampled, cropped), read from the file's header."""
+        info = read_audio_info(example["audio"], row=example["id"])
+        samples = round(info.frames * self.sampling_rate / info.samplerate)  # after resampling
+        max_seconds = self.audio_options.max_seconds
+        return samples if max_seconds is None else min(samples, int(max_seconds * self.sampling_rate))
 
     def audio_token_count(self, samples: int) -> int:
         """Placeholders a clip of `samples` expands to, by the family's rule."""
@@ -261,6 +271,18 @@ class AudioChatCollator:
         else:
             padded = [[value] * (longest - len(row)) + row for row in rows]
         return torch.tensor(padded, dtype=torch.long)
+
+
+def check_max_seconds(max_seconds: float | None, family: ModelFamily, processor: Any) -> None:
+    """A max_audio_seconds past what the family's processor keeps would have longer clips cut there silently,
+    uncounted and unwarned: refused, naming the limit."""
+    longest = family.longest_clip(processor)
+    if longest is not None and (max_seconds is None or max_seconds > longest):
+        raise RecipeError(
+            f"max_audio_seconds={max_seconds} is longer than the {longest:g} s of a clip that {family.name}'s "
+            f"processor keeps (it would cut longer clips to {longest:g} s without a warning); expected at most "
+            f"{longest:g}: longer clips are then cropped with a warning and counted, or refused with "
+            f"on_too_long: reject")
 
 
 def attach(row: list[int], extra: list[int], before: bool) -> list[int]:

@@ -6,6 +6,7 @@ from audio_recipes.audio.loading import (
     AudioError,
     AudioStats,
     AudioTooLongWarning,
+    SilentAudioWarning,
     crop_or_pad,
     describe_file,
     load_audio,
@@ -14,10 +15,12 @@ from audio_recipes.audio.loading import (
     mix_at_snr,
     peak_normalize,
     read_audio_file,
+    read_audio_info,
     resample,
 )
 
 __all__ = [
-    "ON_TOO_LONG_CHOICES", "AudioError", "AudioStats", "AudioTooLongWarning", "crop_or_pad", "describe_file",
-    "load_audio", "load_audio_batch", "mean_power", "mix_at_snr", "peak_normalize", "read_audio_file", "resample",
+    "ON_TOO_LONG_CHOICES", "AudioError", "AudioStats", "AudioTooLongWarning", "SilentAudioWarning", "crop_or_pad",
+    "describe_file", "load_audio", "load_audio_batch", "mean_power", "mix_at_snr", "peak_normalize", "read_audio_file",
+    "read_audio_info", "resample",
 ]

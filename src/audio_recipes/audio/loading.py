@@ -26,7 +26,7 @@ class AudioError(InputError, ValueError):
     """An audio file could not be used; the message names the file, the row and what was expected."""
 
     def __init__(self, path: str | os.PathLike, reason: str, *, row: Any = None):
-        self.path = os.fspath(path)
+        self.path = os.fspath(path) if is_path(path) else repr(path)
         self.row = row
         self.reason = reason
         super().__init__(f"{describe_file(path, row)}: {reason}")
@@ -36,6 +36,10 @@ class AudioTooLongWarning(UserWarning):
     """A clip was longer than max_seconds and was cropped."""
 
 
+class SilentAudioWarning(UserWarning):
+    """A clip was digital silence (every sample 0 after the mix to mono): a broken file is the usual cause."""
+
+
 @dataclass
 class AudioStats:
     """Counts what load_audio did, so a caller can report how many clips were cropped or rejected."""
@@ -43,16 +47,23 @@ class AudioStats:
     loaded: int = 0
     cropped: int = 0
     rejected: int = 0
+    silent: int = 0
     cropped_files: list[str] = field(default_factory=list)
     rejected_files: list[str] = field(default_factory=list)
+    silent_files: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"{self.loaded} clips loaded, {self.cropped} cropped, {self.rejected} rejected as too long"
+        return (f"{self.loaded} clips loaded, {self.cropped} cropped, {self.rejected} rejected as too long, "
+                f"{self.silent} digital silence")
+
+
+def is_path(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike)
 
 
 def describe_file(path: str | os.PathLike, row: Any = None) -> str:
     """`audio file 'x.wav' (row 'slurp-12')`, the prefix of every message about a file."""
-    text = f"audio file '{os.fspath(path)}'"
+    text = f"audio file '{os.fspath(path)}'" if is_path(path) else f"audio {path!r}"
     if row is not None:
         text += f" (row {row!r})"
     return text
@@ -95,8 +106,13 @@ def resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     return soxr.resample(x, in_rate, out_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def read_audio_file(path: str | os.PathLike, *, row: Any = None) -> tuple[np.ndarray, int]:
-    """Decode a whole file as (frames, channels) float32, turning every failure into AudioError."""
+UNREADABLE = "unreadable or corrupt audio; expected a format soundfile can read (wav, flac, ogg)"
+
+
+def check_audio_path(path: str | os.PathLike, *, row: Any = None) -> None:
+    """AudioError unless path is a non-empty file."""
+    if not is_path(path):  # os.path reads an int as a file descriptor; a dict is datasets' Audio column
+        raise AudioError(path, f"expected the path of an audio file (a string), got {type(path).__name__}", row=row)
     if not os.path.exists(path):
         raise AudioError(path, "file not found", row=row)
     if os.path.isdir(path):
@@ -105,14 +121,24 @@ def read_audio_file(path: str | os.PathLike, *, row: Any = None) -> tuple[np.nda
         raise AudioError(
             path, "empty file (0 bytes); expected audio soundfile can read (wav, flac, ogg)", row=row
         )
+
+
+def read_audio_info(path: str | os.PathLike, *, row: Any = None) -> Any:
+    """The file's header (frames, samplerate, channels) without decoding it; failures are AudioError as on reading."""
+    check_audio_path(path, row=row)
+    try:
+        return sf.info(os.fspath(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioError(path, f"{UNREADABLE}: {error}", row=row) from error
+
+
+def read_audio_file(path: str | os.PathLike, *, row: Any = None) -> tuple[np.ndarray, int]:
+    """Decode a whole file as (frames, channels) float32, turning every failure into AudioError."""
+    check_audio_path(path, row=row)
     try:
         frames, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioError(
-            path,
-            f"unreadable or corrupt audio; expected a format soundfile can read (wav, flac, ogg): {error}",
-            row=row,
-        ) from error
+        raise AudioError(path, f"{UNREADABLE}: {error}", row=row) from error
     if len(frames) == 0:
         raise AudioError(path, "no audio frames (0 samples)", row=row)
     if not np.all(np.isfinite(frames)):
@@ -142,6 +168,8 @@ def load_audio(
     frames, in_rate = read_audio_file(path, row=row)
     audio = mix_down_to_mono(frames)
     duration = len(audio) / in_rate
+    if not np.any(audio):
+        warn_silent(path, row, channels_cancel=bool(np.any(frames)), stats=stats)
 
     too_long = max_seconds is not None and duration > max_seconds
     if too_long and on_too_long == "reject":
@@ -175,6 +203,16 @@ def load_audio(
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def warn_silent(path: str | os.PathLike, row: Any, *, channels_cancel: bool, stats: AudioStats | None) -> None:
+    """Loaded all the same (a speech detection set may hold real silence), but never unseen: warned and counted."""
+    cause = "its channels cancel out when mixed to mono" if channels_cancel else "every sample is 0"
+    warnings.warn(f"{describe_file(path, row)}: digital silence ({cause}); expected audible audio",
+                  SilentAudioWarning, stacklevel=3)
+    if stats is not None:
+        stats.silent += 1
+        stats.silent_files.append(os.fspath(path))
+
+
 def load_audio_batch(
     paths: Sequence[str | os.PathLike],
     sampling_rate: int,
@@ -188,11 +226,13 @@ def load_audio_batch(
     decoded: dict[str, np.ndarray] = {}
     batch = []
     for index, path in enumerate(paths):
+        row = rows[index] if rows is not None else index
+        if not is_path(path):
+            check_audio_path(path, row=row)  # an AudioError naming the row, before os.fspath fails bare
         key = os.path.abspath(os.fspath(path))
         if key in decoded:
             batch.append(decoded[key].copy())  # a copy, so editing one clip in place cannot change its twin
             continue
-        row = rows[index] if rows is not None else index
         decoded[key] = load_audio(path, sampling_rate, row=row, **kwargs)
         batch.append(decoded[key])
     return batch

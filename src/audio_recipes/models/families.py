@@ -49,6 +49,17 @@ def windowed_placeholder_count(processor: Any, samples: int) -> int:
     return int(processor._get_audio_token_length(torch.tensor(frames)))
 
 
+def feature_window_seconds(processor: Any) -> float:
+    """The window the feature extractor pads and cuts every clip to (Qwen2-Audio's 30 s, Qwen2.5-Omni's 300 s)."""
+    extractor = processor.feature_extractor
+    return extractor.n_samples / extractor.sampling_rate
+
+
+def max_audio_len_seconds(processor: Any) -> float:
+    """AF3's processor keeps at most `max_audio_len` seconds of a clip (its 30 s windows past it are dropped)."""
+    return float(processor.max_audio_len)
+
+
 class ChatEncoder(Protocol):
     """How a family whose processor cannot render a chat as text (mistral_common's tokenizer encodes requests itself)
     turns the collator's chats into token ids; the collator uses it in place of the chat template."""
@@ -86,6 +97,8 @@ class ModelFamily:
     # Processor outputs that carry the audio: passed with the prompt ids to generation and every forward
     audio_inputs: tuple[str, ...] = ()
     audio_placeholders: Callable[[Any, int], int] | None = None  # (processor, samples) -> placeholder tokens
+    # (processor) -> seconds: its processor silently cuts a longer clip there; None: it takes clips of any length
+    longest_clip_seconds: Callable[[Any], float] | None = None
     # Whisper-style 30 s feature window with masked padding (Qwen2-Audio, AF3): the project cuts it to the batch's
     # longest clip (audio.window)
     whisper_window: bool = False
@@ -112,6 +125,10 @@ class ModelFamily:
         if self.audio_placeholders is None:
             raise ValueError(f"model family {self.name} takes no audio")
         return self.audio_placeholders(processor, samples)
+
+    def longest_clip(self, processor: Any) -> float | None:
+        """Seconds of a clip the processor keeps (the rest it drops without a word); None: no limit."""
+        return None if self.longest_clip_seconds is None else self.longest_clip_seconds(processor)
 
 
 FAMILIES: Registry[ModelFamily] = Registry("model family")
@@ -157,6 +174,7 @@ QWEN2_AUDIO = register_family(ModelFamily(
     fixed_encoder_parameters=("embed_positions",),
     audio_inputs=QWEN_AUDIO_INPUTS,
     audio_placeholders=whisper_placeholder_count,
+    longest_clip_seconds=feature_window_seconds,
     whisper_window=True,
     # Its encoder on flash-attention-2 failed on the padding mask ("cu_seqlens_q must have shape (batch_size + 1)",
     # QwenLM/Qwen2-Audio#51), and the 30 s window cut and the ZeRO-3 silent clip are checked with sdpa's masking only;
@@ -176,6 +194,7 @@ QWEN2_5_OMNI = register_family(ModelFamily(
     audio_inputs=QWEN_AUDIO_INPUTS,
     multimodal_rope=True,
     audio_placeholders=processor_placeholder_count,
+    longest_clip_seconds=feature_window_seconds,  # its processor truncates to the extractor's window (300 s released)
     audio_only_processor=_audio_only(transformers.Qwen2_5OmniProcessor),
     tiny_model="qwen2.5-omni",
 ))
@@ -214,6 +233,7 @@ AUDIO_FLAMINGO3 = register_family(ModelFamily(
     # Its language model is Qwen2 (Qwen2.5-7B): the default attention and MLP names, <|im_end|> ends a turn
     audio_inputs=("input_features", "input_features_mask"),
     audio_placeholders=windowed_placeholder_count,
+    longest_clip_seconds=max_audio_len_seconds,
     # Its processor pads each clip (each 30 s window of a longer one) to 3000 mel frames and its encoder masks the
     # padding, as Qwen2-Audio's: the window cut applies (audio.window replaces its encoder's forward too)
     whisper_window=True,

@@ -343,6 +343,9 @@ def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args:
     if metrics["audio_clips_cropped"]:
         logger.warning("%d clips were longer than %s s and cropped", metrics["audio_clips_cropped"],
                        task_args.max_audio_seconds)
+    if metrics["audio_clips_digital_silence"]:
+        logger.warning("%d clips were digital silence (every sample 0): see the warnings naming them",
+                       metrics["audio_clips_digital_silence"])
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     save_trained(trainer, processor, metrics, model_args, task_args, training_args, resolved, recipe_path, push_repo)
@@ -352,7 +355,7 @@ def run_sft(model_args: ModelArguments, task_args: TaskArguments, training_args:
 def collator_counts(trainer: SFTTrainer, collator: AudioChatCollator) -> dict[str, int]:
     """The collator's counts summed over all processes (each rank collates its own batches)."""
     counts = {"audio_clips_loaded": collator.stats.loaded, "audio_clips_cropped": collator.stats.cropped,
-              "silent_clip_batches": collator.silent_clip_batches}
+              "audio_clips_digital_silence": collator.stats.silent, "silent_clip_batches": collator.silent_clip_batches}
     summed = trainer.accelerator.reduce(torch.tensor(list(counts.values()), device=trainer.accelerator.device), "sum")
     return dict(zip(counts, summed.tolist(), strict=True))
 
