@@ -142,3 +142,42 @@ def test_the_recipes_test_figures_are_on_the_published_test_split(monkeypatch, t
     # A local export of the test split is named by its file
     local = TaskArguments(task="speech_massive", test_file=str(write_massive(tmp_path, "test")), input_mode="text")
     assert get_task("speech_massive", local).data_source("test") == local.test_file
+
+
+def test_official_figures_beside_ours_where_annot_utt_is_empty(tmp_path):
+    # Gold rows and predictions scored by hand-run official scripts: Speech-MASSIVE massive_eval.py (hlt-mt/Speech-MASSIVE
+    # 99eb08b, seqeval 1.2.2) with gold tags from alexa/massive create_hf_dataset.py (f966f21); s3prl_slot_eval.py same
+    # commit, the unannotated row's gold slots read as one "Other" per word
+    cases = [
+        ("joue la vie en rose", "joue [song_name : la vie en rose]", "play_music",
+         {"scenario": "play", "action": "music", "entities": [{"type": "song_name", "filler": "La Vie en rose"}]}),
+        ("réveille moi à sept heures", "réveille moi à [time : sept heures]", "alarm_set", {}),
+        ("monte le son", "monte le son", "audio_volume_up",
+         {"scenario": "audio", "action": "volume_up", "entities": [{"type": "device", "filler": "télé"}]}),
+        ("envoie à marie et marie", "envoie à [person : marie] et [person : marie]", "email_sendemail",
+         {"scenario": "email", "action": "query", "entities": [{"type": "person", "filler": "marie"}] * 3}),
+        ("paris demain", "[place_name : paris] [date : demain]", "weather_query",
+         {"scenario": "weather", "action": "query",
+          "entities": [{"type": "place_name", "filler": "paris"}, {"type": "date", "filler": "demain"}]}),
+        ("quelle heure est il", "", "datetime_query",  # no annot_utt: MASSIVE gives it no tags
+         {"scenario": "datetime", "action": "query", "entities": [{"type": "time", "filler": "heure"}]}),
+        ("mardi mercredi", "[date : mardi] [date : mercredi]", "calendar_query",
+         {"scenario": "calendar", "action": "query", "entities": [{"type": "date", "filler": "mardi mercredi"}]}),
+    ]
+    gold_path, predictions = tmp_path / "gold.jsonl", tmp_path / "predictions.jsonl"
+    gold_path.write_text("".join(json.dumps({"id": str(n), "locale": "fr-FR", "utt": utt, "annot_utt": annotation,
+                                             "intent_str": intent}, ensure_ascii=False) + "\n"
+                                 for n, (utt, annotation, intent, _) in enumerate(cases)))
+    predictions.write_text("".join(json.dumps({"id": str(n), **row}, ensure_ascii=False) + "\n"
+                                   for n, (*_, row) in enumerate(cases) if row))
+    metrics = get_task("speech_massive").score_files(gold_path, predictions)
+    # massive_eval.py printed intent_acc 0.7142857142857143, slot_micro_f1 0.923076923076923, ex_match_acc
+    # 0.7142857142857143; s3prl slot_type_f1 0.8571428571428571, slot_value_cer 0.1320754716981132
+    assert metrics["massive_intent_accuracy"] == pytest.approx(5 / 7)
+    assert metrics["massive_slot_micro_f1_official"] == pytest.approx(0.923076923076923)
+    assert metrics["massive_exact_match_accuracy_official"] == pytest.approx(5 / 7)
+    assert metrics["slot_type_f1"] == pytest.approx(0.8571428571428571)
+    assert metrics["slot_value_cer"] == pytest.approx(0.1320754716981132)
+    # Ours counts the time slot predicted on the unannotated row as wrong: 6 of 7 chunks right, 6 predicted + 7 gold
+    assert metrics["massive_slot_micro_f1"] == pytest.approx(12 / 14)
+    assert metrics["massive_exact_match_accuracy"] == pytest.approx(4 / 7)

@@ -163,7 +163,7 @@ def gold_item(row: dict[str, Any], where: str) -> dict[str, Any]:
     tokens, tags = annotation_tags(row["utt"], row["annot_utt"], where)
     return {"id": str(row["id"]), "scenario": scenario, "action": action,
             "entities": entities_from_annotation(row["annot_utt"]), "intent": row["intent_str"],
-            "tokens": tokens, "tags": tags}
+            "tokens": tokens, "tags": tags, "annotated": bool(row["annot_utt"].split())}
 
 
 def score_items(items: list[dict[str, Any]], predictions: dict[str, dict], skip_missing: bool) -> dict:
