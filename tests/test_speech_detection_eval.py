@@ -2,7 +2,6 @@
 model, the comparison script, and several seeds in one command."""
 
 import json
-import math
 import runpy
 import statistics
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from audio_recipes.metrics.classification import INVALID, mcnemar_exact
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.pipelines.seeds import summarize
+from audio_recipes.pipelines.seeds import ONE_SEED_NOTE, summarize, summary_table
 from audio_recipes.tasks.speech_detection import PREDICTION_COLUMNS
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
@@ -123,7 +122,17 @@ def test_seed_summary_is_mean_and_sample_std():
     assert summary["accuracy"]["mean"] == pytest.approx(0.7)
     assert summary["accuracy"]["std"] == pytest.approx(statistics.stdev([0.6, 0.7, 0.8]))
     assert (summary["f1"]["min"], summary["f1"]["max"], summary["f1"]["num_seeds"]) == (0.5, 0.65, 3)
-    assert not math.isnan(summarize({1: {"accuracy": 0.5}})["accuracy"]["std"])
+
+
+
+def test_one_seed_has_no_standard_deviation_and_says_so():
+    one = summarize({7: {"accuracy": 0.5}})
+    assert one["accuracy"]["std"] is None  # not 0.0: one seed measures no spread
+    assert (one["accuracy"]["mean"], one["accuracy"]["num_seeds"]) == (0.5, 1)
+    table = summary_table({7: {"accuracy": 0.5}}, one)
+    assert "| accuracy | 0.5000 | 0.5000 | n/a | 0.5000 | 0.5000 |" in table and ONE_SEED_NOTE in table
+    assert ONE_SEED_NOTE not in summary_table({7: {"accuracy": 0.5}, 8: {"accuracy": 0.7}},
+                                              summarize({7: {"accuracy": 0.5}, 8: {"accuracy": 0.7}}))
 
 
 def test_several_seeds_in_one_command_with_a_summary_table(scored_eval, tmp_path, monkeypatch, capsys):
