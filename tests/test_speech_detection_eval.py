@@ -10,9 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audio_recipes.errors import RecipeError
 from audio_recipes.metrics.classification import INVALID, mcnemar_exact
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.pipelines.seeds import ONE_SEED_NOTE, summarize, summary_table
+from audio_recipes.pipelines.seeds import (
+    ONE_SEED_NOTE,
+    RUN_RECORD,
+    check_run_record,
+    run_identity,
+    run_seeds,
+    summarize,
+    summary_table,
+)
 from audio_recipes.tasks.speech_detection import PREDICTION_COLUMNS
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
@@ -142,3 +151,23 @@ def test_several_seeds_in_one_command_with_a_summary_table(scored_eval, tmp_path
     per_seed = [json.loads((tmp_path / "seeds" / f"seed-{s}" / "eval" / "metrics.json").read_text()) for s in (42, 123)]
     assert summary["summary"]["accuracy"]["mean"] == pytest.approx(np.mean([m["accuracy"] for m in per_seed]))
     assert "| accuracy |" in stdout and "seed 123" in stdout
+    assert json.loads((tmp_path / "seeds" / RUN_RECORD).read_text())["options"]["max_eval_samples"] == 6
+
+
+def test_seeds_refuse_a_folder_of_another_run_naming_what_differs(tmp_path):
+    seeds_dir = tmp_path / "seeds"
+    check_run_record(seeds_dir, run_identity(RECIPE, ["--max_eval_samples", "6"], evaluate_only=True))
+    assert (seeds_dir / RUN_RECORD).is_file()
+    check_run_record(seeds_dir, run_identity(RECIPE, ["--max_eval_samples", "6", "--seed", "9"], True))  # same run
+    with pytest.raises(RecipeError, match=r"another run \(max_eval_samples: 6 then, 8 now;"):
+        run_seeds(RECIPE, [42], ["--max_eval_samples", "8"], seeds_dir, evaluate_only=True)
+    with pytest.raises(RecipeError, match="evaluate_only: True then, False now"):
+        run_seeds(RECIPE, [42], ["--max_eval_samples", "6"], seeds_dir, evaluate_only=False)
+    assert sorted(path.name for path in seeds_dir.iterdir()) == [RUN_RECORD]  # nothing ran
+
+    unrecorded = tmp_path / "unrecorded"
+    (unrecorded / "seed-42" / "eval").mkdir(parents=True)
+    (unrecorded / "seed-42" / "eval" / "metrics.json").write_text('{"accuracy": 1.0}')
+    with pytest.raises(RecipeError, match=f"holds seed-42 but no {RUN_RECORD}"):
+        run_seeds(RECIPE, [42], [], unrecorded, evaluate_only=True)
+    assert not (unrecorded / RUN_RECORD).exists() and not (unrecorded / "seeds_summary.json").exists()
