@@ -106,6 +106,16 @@ def test_noise_that_copies_a_source_stays_in_the_sources_split(sounds, tmp_path)
     assert checked >= 2
 
 
+def test_a_silent_noise_file_is_named_with_the_reason(sounds, tmp_path):
+    noise = tmp_path / "noise"
+    for index in range(2):
+        write_tone(noise / f"hum-{index}.wav", 2.0, 60 + 10 * index)
+    sf.write(noise / "zeros.wav", np.zeros(2 * SAMPLING_RATE), SAMPLING_RATE)
+    with pytest.raises(SpeechDetectionDataError, match=r"--noise_dir .*zeros\.wav: digital silence"):
+        build_speech_detection([str(AUDIO / "speech")], [str(sounds)], tmp_path / "out", noise_dirs=[str(noise)],
+                               durations_ms=(400,), snrs_db=(5,), log=lambda message: None)
+
+
 def sounds_name(built) -> str:
     return next(name for name in built[1]["dataset"].unique() if name not in ("speech", "noise"))
 

@@ -262,13 +262,19 @@ def build_speech_detection(
     split_of = {r.fingerprint: name for label in LABELS for name, rs in splits[label].items() for r in rs}
     if noise_dirs:
         noise = scan_dirs(noise_dirs, "--noise_dir")
+        for recording in noise:
+            if not recording.active.any():  # mix_at_snr would fail later with a bare "noise is silent"
+                raise SpeechDetectionDataError(
+                    f"--noise_dir {recording.path}: digital silence (no sound in 95 % or more of its 10 ms frames): "
+                    "no gain brings silence to an SNR; remove it")
         refuse_repeated_recordings(noise, "noise recordings")
         fresh = [r for r in noise if r.fingerprint not in split_of]
         fresh_splits = assign_splits(fresh, split_ratios, rng, "noise recordings") if fresh else {}
         noise_pools = {name: [r for r in noise if split_of.get(r.fingerprint) == name] + fresh_splits.get(name, [])
                        for name in SPLIT_NAMES}
     else:
-        noise_pools = {name: list(splits["NONSPEECH"][name]) for name in SPLIT_NAMES}
+        # a silent non-speech recording (never a source: no window of activity) is no noise either
+        noise_pools = {name: [r for r in splits["NONSPEECH"][name] if r.active.any()] for name in SPLIT_NAMES}
 
     counts = cell_count(clips_per_condition, split_ratios)
     report = BuildReport()
