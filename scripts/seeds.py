@@ -4,8 +4,9 @@
     scripts/seeds.py RECIPE.yaml --seeds 42 123 456 --seeds_dir DIR [--evaluate_only] [--key value ...]
 
 Each seed goes to DIR/seed-N (model) and DIR/seed-N/eval (evaluation); DIR/seeds_summary.md and .json hold the
-table. A seed already evaluated is not run again. --evaluate_only evaluates the recipe's model as it is
-(a zero-shot recipe), one evaluation per seed. Other options are recipe keys, as for sft.py and evaluate.py.
+table. A seed already evaluated is not run again; DIR/seeds_run.json records the run's settings (recipe options and
+command line but the seed), and a DIR of another run is refused, naming what differs. --evaluate_only evaluates the
+recipe's model as it is (a zero-shot recipe), one evaluation per seed. Other options are recipe keys, as for sft.py and evaluate.py.
 """
 
 import argparse

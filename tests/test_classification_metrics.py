@@ -95,45 +95,77 @@ def test_bootstrap_interval_agrees_with_scipy_and_the_normal_approximation():
 
 def psychometric_data(seed=0):
     rng = np.random.default_rng(seed)
-    durations = np.repeat([200, 400, 600, 800, 1000], 100)
-    true_p = 1 / (1 + np.exp(-(-18 + 3.0 * np.log(durations))))  # crosses 75 % at 570 ms
+    durations = np.repeat([200, 400, 600, 800, 1000], 1000)
+    true_p = 0.5 + 0.5 / (1 + np.exp(-(-18 + 3.0 * np.log(durations))))  # from chance; crosses 75 % at 403 ms
     return durations, rng.random(durations.size) < true_p
 
 
-def test_logistic_fit_equals_statsmodels_glm_and_the_crossing_solves_the_curve():
+def test_logistic_fit_without_a_floor_equals_statsmodels_glm():
     import statsmodels.api as sm
 
-    durations, correct = psychometric_data()
+    rng = np.random.default_rng(0)
+    durations = np.repeat([200, 400, 600, 800, 1000], 100)
+    correct = rng.random(durations.size) < 1 / (1 + np.exp(-(-18 + 3.0 * np.log(durations))))
     intercept, slope, converged = fit_logistic(np.log(durations), correct)
     reference = sm.GLM(correct.astype(float), sm.add_constant(np.log(durations)), family=sm.families.Binomial()).fit()
     assert converged
     np.testing.assert_allclose([intercept, slope], reference.params, rtol=1e-6)
 
+
+def test_psychometric_fit_rises_from_chance_on_a_hand_computed_curve():
+    # 11, 15 and 19 of 20 right at 100, 200, 400 ms: 0.55, 0.75, 0.95 lie on 0.5 + 0.5 * sigmoid(b * log(d / 200))
+    # with b = log(9) / log(2) (sigmoid 0.1, 0.5, 0.9), so that curve is the maximum-likelihood fit, crossing 75 %
+    # at 200 ms. A logistic from 0 (logits 0.20, 1.10, 2.94: not on a line) put the crossing below 200 ms.
+    durations = np.repeat([100, 200, 400], 20)
+    correct = np.concatenate([np.arange(20) < right for right in (11, 15, 19)])
+    fit = psychometric_fit(durations, correct, target=0.75)
+    assert fit.converged and fit.note == "" and fit.chance == 0.5
+    assert fit.slope == pytest.approx(math.log(9) / math.log(2), rel=1e-6)
+    assert fit.intercept == pytest.approx(-math.log(9) / math.log(2) * math.log(200), rel=1e-6)
+    assert fit.threshold_ms == pytest.approx(200, rel=1e-6)
+    np.testing.assert_allclose(fit.predict(np.array([100, 200, 400, 1e9])), [0.55, 0.75, 0.95, 1.0], rtol=1e-6)
+
+
+def test_psychometric_fit_is_the_maximum_likelihood_curve_from_chance():
+    from scipy.optimize import minimize
+
+    durations, correct = psychometric_data()
+    x = np.log(durations)
+
+    def negative_log_likelihood(beta):
+        p = 0.5 + 0.5 / (1 + np.exp(-(beta[0] + beta[1] * x)))
+        return -np.sum(np.where(correct, np.log(p), np.log(1 - p)))
+
+    reference = minimize(negative_log_likelihood, [-10.0, 1.0], method="Nelder-Mead",
+                         options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20_000}).x
     fit = psychometric_fit(durations, correct, target=0.75)
     assert fit.converged and fit.note == ""
+    np.testing.assert_allclose([fit.intercept, fit.slope], reference, rtol=1e-4)
     assert fit.predict(np.array([fit.threshold_ms]))[0] == pytest.approx(0.75, abs=1e-9)
-    assert 200 <= fit.threshold_ms <= 1000
+    assert fit.threshold_ms == pytest.approx(403, rel=0.05)  # the curve the data were drawn from
+    # a logistic from 0 bends to reach the below-75 % cells sooner: its crossing is biased short
+    assert psychometric_fit(durations, correct, target=0.75, chance=0.0).threshold_ms < 0.9 * 403
 
 
 def test_psychometric_fit_says_why_there_is_no_threshold():
     durations = np.repeat([200, 400, 600], 10)
     assert psychometric_fit(durations, np.ones(30, bool)).note.startswith("all right or all wrong")
     separable = durations >= 400
-    assert psychometric_fit(durations, separable).note.startswith("separable")
-    falling = np.array([k < right for right in (8, 5, 3) for k in range(10)])  # 80 %, 50 %, 30 % right
+    assert psychometric_fit(durations, separable).note.startswith("no finite maximum-likelihood fit")
+    falling = np.array([k < right for right in (9, 8, 6) for k in range(10)])  # 90 %, 80 %, 60 % right
     fit = psychometric_fit(durations, falling)
     assert fit.slope < 0 and fit.threshold_ms is None and "does not rise" in fit.note
     assert psychometric_fit([400] * 5, [True, False] * 2 + [True]).note == "needs at least two durations"
+    with pytest.raises(ValueError, match="between chance"):
+        psychometric_fit(durations, falling, target=0.5)
 
 
 def test_nearly_flat_psychometric_curve_has_no_threshold_instead_of_overflowing():
-    from audio_recipes.metrics.classification import psychometric_fit
-
     durations = [200, 200, 400, 400, 600, 600, 800, 800, 1000, 1000] * 2
     correct = [False, False, False, False, False, False, False, True, False, True,
                True, True, True, True, True, True, True, False, False, True]
     fit = psychometric_fit(durations, correct, 0.75)
     assert fit.threshold_ms is None or 200 / 1e9 < fit.threshold_ms < 200 * 1e9
-    flat = np.array([k < right for right in (500, 501) for k in range(1000)])  # 50.0 % then 50.1 % right
+    flat = np.array([k < right for right in (600, 601) for k in range(1000)])  # 60.0 % then 60.1 % right
     fit = psychometric_fit(np.repeat([200, 1000], 1000), flat)
     assert 0 < fit.slope < 0.01 and fit.threshold_ms is None and fit.note.startswith("nearly flat")

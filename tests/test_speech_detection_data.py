@@ -71,6 +71,51 @@ def test_no_recording_in_two_splits_as_source_or_as_noise(built):
     assert (metadata["source"] != metadata["noise_source"]).all()
 
 
+def test_a_recording_given_twice_is_refused_instead_of_split_apart(sounds, tmp_path):
+    """A noise folder given twice put the same noise file into train and test; a copy under another name did too."""
+    noise = [str(AUDIO / "noise"), str(AUDIO / "noise")]
+    with pytest.raises(SpeechDetectionDataError, match=r"noise1\.wav is listed twice among the noise recordings "
+                                                        r"\(--noise_dir .*noise and --noise_dir .*noise\)"):
+        build_speech_detection([str(AUDIO / "speech")], [str(sounds)], tmp_path / "a", noise_dirs=noise,
+                               durations_ms=(400,), snrs_db=(5,), log=lambda message: None)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    (copies / "renamed.wav").write_bytes((AUDIO / "speech" / "spk1_snt1.wav").read_bytes())
+    with pytest.raises(SpeechDetectionDataError, match=r"spk1_snt1\.wav and .*renamed\.wav \(speech and non-speech "
+                                                        r"recordings\) hold the same audio"):
+        build_speech_detection([str(AUDIO / "speech"), str(copies)], [str(sounds)], tmp_path / "b",
+                               durations_ms=(400,), snrs_db=(5,), log=lambda message: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_noise_that_copies_a_source_stays_in_the_sources_split(sounds, tmp_path):
+    copies = tmp_path / "noise-copies"
+    copies.mkdir()
+    for index, path in enumerate(sorted(AUDIO.glob("noise/*.wav"))):
+        (copies / f"copy-{index}.wav").write_bytes(path.read_bytes())
+    metadata = build_speech_detection([str(AUDIO / "speech")], [str(sounds), str(AUDIO / "noise")], tmp_path / "out",
+                                      noise_dirs=[str(copies)], durations_ms=(400,), snrs_db=(5,),
+                                      clips_per_condition=10, seed=3, log=lambda message: None)
+    source_split = metadata.drop_duplicates("source").set_index("source")["split"]
+    checked = 0
+    for index, path in enumerate(sorted(AUDIO.glob("noise/*.wav"))):
+        used = set(metadata.loc[metadata["noise_source"] == str(copies / f"copy-{index}.wav"), "split"])
+        if str(path) in source_split and used:  # the copy mixed only into clips of its original's split
+            assert used == {source_split[str(path)]}, (path, used)
+            checked += 1
+    assert checked >= 2
+
+
+def test_a_silent_noise_file_is_named_with_the_reason(sounds, tmp_path):
+    noise = tmp_path / "noise"
+    for index in range(2):
+        write_tone(noise / f"hum-{index}.wav", 2.0, 60 + 10 * index)
+    sf.write(noise / "zeros.wav", np.zeros(2 * SAMPLING_RATE), SAMPLING_RATE)
+    with pytest.raises(SpeechDetectionDataError, match=r"--noise_dir .*zeros\.wav: digital silence"):
+        build_speech_detection([str(AUDIO / "speech")], [str(sounds)], tmp_path / "out", noise_dirs=[str(noise)],
+                               durations_ms=(400,), snrs_db=(5,), log=lambda message: None)
+
+
 def sounds_name(built) -> str:
     return next(name for name in built[1]["dataset"].unique() if name not in ("speech", "noise"))
 

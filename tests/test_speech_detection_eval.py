@@ -2,7 +2,6 @@
 model, the comparison script, and several seeds in one command."""
 
 import json
-import math
 import runpy
 import statistics
 import sys
@@ -11,9 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audio_recipes.errors import RecipeError
 from audio_recipes.metrics.classification import INVALID, mcnemar_exact
 from audio_recipes.paths import PROJECT_ROOT
-from audio_recipes.pipelines.seeds import summarize
+from audio_recipes.pipelines.seeds import (
+    ONE_SEED_NOTE,
+    RUN_RECORD,
+    check_run_record,
+    run_identity,
+    run_seeds,
+    summarize,
+    summary_table,
+)
 from audio_recipes.tasks.speech_detection import PREDICTION_COLUMNS
 from audio_recipes.testing.tiny_models import ensure_tiny_model
 
@@ -123,7 +131,17 @@ def test_seed_summary_is_mean_and_sample_std():
     assert summary["accuracy"]["mean"] == pytest.approx(0.7)
     assert summary["accuracy"]["std"] == pytest.approx(statistics.stdev([0.6, 0.7, 0.8]))
     assert (summary["f1"]["min"], summary["f1"]["max"], summary["f1"]["num_seeds"]) == (0.5, 0.65, 3)
-    assert not math.isnan(summarize({1: {"accuracy": 0.5}})["accuracy"]["std"])
+
+
+
+def test_one_seed_has_no_standard_deviation_and_says_so():
+    one = summarize({7: {"accuracy": 0.5}})
+    assert one["accuracy"]["std"] is None  # not 0.0: one seed measures no spread
+    assert (one["accuracy"]["mean"], one["accuracy"]["num_seeds"]) == (0.5, 1)
+    table = summary_table({7: {"accuracy": 0.5}}, one)
+    assert "| accuracy | 0.5000 | 0.5000 | n/a | 0.5000 | 0.5000 |" in table and ONE_SEED_NOTE in table
+    assert ONE_SEED_NOTE not in summary_table({7: {"accuracy": 0.5}, 8: {"accuracy": 0.7}},
+                                              summarize({7: {"accuracy": 0.5}, 8: {"accuracy": 0.7}}))
 
 
 def test_several_seeds_in_one_command_with_a_summary_table(scored_eval, tmp_path, monkeypatch, capsys):
@@ -133,3 +151,23 @@ def test_several_seeds_in_one_command_with_a_summary_table(scored_eval, tmp_path
     per_seed = [json.loads((tmp_path / "seeds" / f"seed-{s}" / "eval" / "metrics.json").read_text()) for s in (42, 123)]
     assert summary["summary"]["accuracy"]["mean"] == pytest.approx(np.mean([m["accuracy"] for m in per_seed]))
     assert "| accuracy |" in stdout and "seed 123" in stdout
+    assert json.loads((tmp_path / "seeds" / RUN_RECORD).read_text())["options"]["max_eval_samples"] == 6
+
+
+def test_seeds_refuse_a_folder_of_another_run_naming_what_differs(tmp_path):
+    seeds_dir = tmp_path / "seeds"
+    check_run_record(seeds_dir, run_identity(RECIPE, ["--max_eval_samples", "6"], evaluate_only=True))
+    assert (seeds_dir / RUN_RECORD).is_file()
+    check_run_record(seeds_dir, run_identity(RECIPE, ["--max_eval_samples", "6", "--seed", "9"], True))  # same run
+    with pytest.raises(RecipeError, match=r"another run \(max_eval_samples: 6 then, 8 now;"):
+        run_seeds(RECIPE, [42], ["--max_eval_samples", "8"], seeds_dir, evaluate_only=True)
+    with pytest.raises(RecipeError, match="evaluate_only: True then, False now"):
+        run_seeds(RECIPE, [42], ["--max_eval_samples", "6"], seeds_dir, evaluate_only=False)
+    assert sorted(path.name for path in seeds_dir.iterdir()) == [RUN_RECORD]  # nothing ran
+
+    unrecorded = tmp_path / "unrecorded"
+    (unrecorded / "seed-42" / "eval").mkdir(parents=True)
+    (unrecorded / "seed-42" / "eval" / "metrics.json").write_text('{"accuracy": 1.0}')
+    with pytest.raises(RecipeError, match=f"holds seed-42 but no {RUN_RECORD}"):
+        run_seeds(RECIPE, [42], [], unrecorded, evaluate_only=True)
+    assert not (unrecorded / RUN_RECORD).exists() and not (unrecorded / "seeds_summary.json").exists()

@@ -54,6 +54,8 @@ def test_psychometric_plot_has_plain_ms_ticks_labelled_references_and_distinct_s
     curves = [line for line in finetuned.get_lines() if (line.get_gid() or "").startswith("fit")]
     fitted = [snr for snr in SNRS if fits["finetuned"][f"{snr}"]["intercept"] is not None]
     assert fitted and len(curves) == len(fitted)
+    assert all(fits["finetuned"][f"{snr}"]["chance"] == 0.5 for snr in SNRS)  # two labels: curves rise from 50 %
+    assert all(min(line.get_ydata()) > 0.5 for line in curves)
     assert len({tuple(line.get_color()) for line in curves}) == len(curves)
     # All right at every SNR: nothing to fit, which the panel says
     assert not [line for line in perfect.get_lines() if (line.get_gid() or "").startswith("fit")]

@@ -1,5 +1,5 @@
 """Classification statistics: accuracy, per-class precision / recall / F1, confusion, calibration,
-bootstrap confidence intervals, McNemar's exact test and psychometric (logistic) fits.
+bootstrap confidence intervals, McNemar's exact test and psychometric fits (logistic, rising from chance).
 
 Invalid predictions (an output that names no label) stay in every count: they are wrong for accuracy
 and recall, and appear as their own column of the confusion matrix.
@@ -148,7 +148,11 @@ def mcnemar_exact(first_correct: Sequence[bool], second_correct: Sequence[bool])
 
 @dataclass
 class LogisticFit:
-    """P(correct) = 1 / (1 + exp(-(intercept + slope * log(duration_ms))))."""
+    """P(correct) = chance + (1 - chance) / (1 + exp(-(intercept + slope * log(duration_ms)))).
+
+    `chance` is the guessing floor (0.5 for a two-way task): a listener who hears nothing is still right half the
+    time, so the curve rises from chance, not from 0, and `target` is read on that curve.
+    """
 
     intercept: float | None
     slope: float | None
@@ -156,54 +160,88 @@ class LogisticFit:
     target: float
     converged: bool
     note: str = ""
+    chance: float = 0.5
 
     def predict(self, duration_ms: np.ndarray) -> np.ndarray:
         if self.intercept is None or self.slope is None:
             return np.full(np.shape(duration_ms), np.nan)
-        return 1.0 / (1.0 + np.exp(-(self.intercept + self.slope * np.log(duration_ms))))
+        rise = 1.0 / (1.0 + np.exp(-(self.intercept + self.slope * np.log(duration_ms))))
+        return self.chance + (1.0 - self.chance) * rise
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, max_iterations: int = 100, tolerance: float = 1e-10):
-    """Maximum-likelihood logistic regression y ~ intercept + slope * x by Newton-Raphson (IRLS).
+def _sigmoid(eta: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -eta))  # 1 / (1 + exp(-eta)) without overflow for large |eta|
 
-    Returns (intercept, slope, converged); (None, None, False) where the data are separable (no finite fit).
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, max_iterations: int = 100, tolerance: float = 1e-10,
+                 chance: float = 0.0):
+    """Maximum-likelihood fit of P(y) = chance + (1 - chance) * sigmoid(intercept + slope * x) by Fisher scoring
+    with step halving (with chance 0: logistic regression by IRLS).
+
+    Returns (intercept, slope, converged); (None, None, False) where no finite fit exists (separable data, or data
+    at or below chance where the curve must start).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    if not 0.0 <= chance < 1.0:
+        raise ValueError(f"chance must lie in [0, 1), got {chance}")
     design = np.column_stack([np.ones_like(x), x])
+
+    def log_likelihood(beta: np.ndarray) -> float:
+        eta = design @ beta
+        p = chance + (1 - chance) * _sigmoid(eta)
+        miss = (1 - chance) * _sigmoid(-eta)  # 1 - p, computed apart so that it does not round to 0
+        return float(np.sum(y * np.log(np.maximum(p, 1e-300)) + (1 - y) * np.log(np.maximum(miss, 1e-300))))
+
     beta = np.zeros(2)
+    current = log_likelihood(beta)
     for _ in range(max_iterations):
-        p = 1.0 / (1.0 + np.exp(-(design @ beta)))
-        weights = p * (1 - p)
-        hessian = design.T @ (design * weights[:, None])
-        if np.linalg.cond(hessian) > 1e12:
+        eta = design @ beta
+        rise, fall = _sigmoid(eta), _sigmoid(-eta)
+        p = chance + (1 - chance) * rise
+        # d p / d eta = (1 - chance) * rise * fall and p (1 - p) = p * (1 - chance) * fall: their ratio is rise / p
+        weights = (1 - chance) * rise * fall * rise / p
+        information = design.T @ (design * weights[:, None])
+        if not np.all(np.isfinite(information)) or np.linalg.cond(information) > 1e12:
             return None, None, False
-        step = np.linalg.solve(hessian, design.T @ (y - p))
-        beta = beta + step
-        if np.max(np.abs(step)) < tolerance:
+        step = np.linalg.solve(information, design.T @ ((y - p) * rise / p))
+        scale = 1.0
+        while (candidate := log_likelihood(beta + scale * step)) < current and scale > 1e-10:
+            scale /= 2  # a full Fisher step can overshoot away from the logistic case
+        beta, current = beta + scale * step, candidate
+        if np.max(np.abs(scale * step)) < tolerance:
             return float(beta[0]), float(beta[1]), True
     return None, None, False
 
 
-def psychometric_fit(duration_ms: Sequence[float], correct: Sequence[bool], target: float = 0.75) -> LogisticFit:
-    """Logistic fit of correctness against log duration; the duration where it crosses `target`."""
+def psychometric_fit(duration_ms: Sequence[float], correct: Sequence[bool], target: float = 0.75,
+                     chance: float = 0.5) -> LogisticFit:
+    """Fit of correctness against log duration rising from `chance` (1 / number of labels); the duration where it
+    crosses `target`."""
+    if not chance < target < 1:
+        raise ValueError(f"target {target} must lie between chance ({chance}) and 1")
     durations = np.asarray(duration_ms, dtype=np.float64)
     outcomes = np.asarray(correct, dtype=np.float64)
+
+    def no_fit(note: str, intercept=None, slope=None, converged=False) -> LogisticFit:
+        return LogisticFit(intercept, slope, None, target, converged, note, chance)
+
     if durations.size == 0 or np.unique(durations).size < 2:
-        return LogisticFit(None, None, None, target, False, "needs at least two durations")
+        return no_fit("needs at least two durations")
     if outcomes.min() == outcomes.max():
-        return LogisticFit(None, None, None, target, False, "all right or all wrong: no curve to fit")
-    intercept, slope, converged = fit_logistic(np.log(durations), outcomes)
+        return no_fit("all right or all wrong: no curve to fit")
+    intercept, slope, converged = fit_logistic(np.log(durations), outcomes, chance=chance)
     if not converged:
-        return LogisticFit(None, None, None, target, False, "separable data: no finite maximum-likelihood fit")
+        return no_fit("no finite maximum-likelihood fit: separable data, or accuracy at or below chance")
     if slope <= 0:  # a psychometric threshold needs accuracy that rises with duration
-        return LogisticFit(intercept, slope, None, target, True, "accuracy does not rise with duration")
-    log_threshold = (math.log(target / (1 - target)) - intercept) / slope
+        return no_fit("accuracy does not rise with duration", intercept, slope, True)
+    rise = (target - chance) / (1 - chance)  # the share of the way from chance to 1 that `target` is
+    log_threshold = (math.log(rise / (1 - rise)) - intercept) / slope
     if abs(log_threshold) > 50:  # a nearly flat curve crosses at an absurd duration (and exp would overflow)
-        return LogisticFit(intercept, slope, None, target, True, "nearly flat curve: no crossing at any real duration")
+        return no_fit("nearly flat curve: no crossing at any real duration", intercept, slope, True)
     threshold = math.exp(log_threshold)
     note = "" if durations.min() <= threshold <= durations.max() else "crossing outside the tested durations"
-    return LogisticFit(intercept, slope, threshold, target, True, note)
+    return LogisticFit(intercept, slope, threshold, target, True, note, chance)

@@ -20,6 +20,7 @@ OUT/summary.json (counts, skipped sources).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -59,6 +60,8 @@ class Recording:
     duration_s: float
     active: np.ndarray = field(repr=False)  # one bool per 10 ms frame
     category: str = ""  # the kind of sound (ESC-50's category), or the dataset name
+    fingerprint: str = ""  # a hash of the decoded audio: one recording under two names is one recording
+    option: str = ""  # the option that gave it (--speech_dir, --nonspeech_dir, --noise_dir)
 
     @property
     def source(self) -> str:
@@ -126,13 +129,33 @@ def folder_categories(directory: Path) -> dict[str, str]:
     return {}
 
 
-def scan(files: list[Path], dataset: str, categories: dict[str, str] | None = None) -> list[Recording]:
+def scan(files: list[Path], dataset: str, categories: dict[str, str] | None = None, option: str = "") -> list[Recording]:
     recordings = []
     for path in files:
         audio = read_16k(str(path))
         category = (categories or {}).get(path.name, dataset)
-        recordings.append(Recording(path, dataset, len(audio) / SAMPLING_RATE, active_frames(audio), category))
+        fingerprint = hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest()
+        recordings.append(Recording(path, dataset, len(audio) / SAMPLING_RATE, active_frames(audio), category,
+                                    fingerprint, option))
     return recordings
+
+
+def refuse_repeated_recordings(recordings: list[Recording], what: str) -> None:
+    """No recording twice among `what` (one file reached through two folders, or a copy under another name): its
+    copies would be split apart, the same sound in training and test."""
+    seen: dict[str, Recording] = {}
+    for recording in recordings:
+        first = seen.setdefault(recording.fingerprint, recording)
+        if first is recording:
+            continue
+        if first.path.resolve() == recording.path.resolve():
+            raise SpeechDetectionDataError(
+                f"{recording.path} is listed twice among the {what} ({first.option} {first.path.parent} and "
+                f"{recording.option} {recording.path.parent}): a recording given twice can land in two splits; "
+                "give each folder once")
+        raise SpeechDetectionDataError(
+            f"{first.path} and {recording.path} ({what}) hold the same audio: copies can land in two splits, the same "
+            "sound in training and test; remove one")
 
 
 def assign_splits(
@@ -224,25 +247,34 @@ def build_speech_detection(
         recordings = []
         for value in dirs:
             dataset, directory = parse_dir_argument(value)
-            recordings += scan(find_audio_files(directory, option), dataset, folder_categories(directory))
+            recordings += scan(find_audio_files(directory, option), dataset, folder_categories(directory), option)
         return recordings
 
     pools = {"SPEECH": scan_dirs(speech_dirs, "--speech_dir"), "NONSPEECH": scan_dirs(nonspeech_dirs, "--nonspeech_dir")}
     overlap = {r.path.resolve() for r in pools["SPEECH"]} & {r.path.resolve() for r in pools["NONSPEECH"]}
     if overlap:
         raise SpeechDetectionDataError(f"{len(overlap)} file(s) given as both speech and non-speech, e.g. {min(overlap)}")
+    refuse_repeated_recordings(pools["SPEECH"] + pools["NONSPEECH"], "speech and non-speech recordings")
     splits = {label: assign_splits(pools[label], split_ratios, rng, f"{label.lower()} recordings") for label in LABELS}
 
-    # Noise comes from the same split as the clip, so no recording reaches two splits through the noise either
-    split_of = {r.path.resolve(): name for label in LABELS for name, rs in splits[label].items() for r in rs}
+    # Noise comes from the same split as the clip, so no recording reaches two splits through the noise either: a
+    # noise recording that is also a source (by its audio, whatever its name) goes to the source's split
+    split_of = {r.fingerprint: name for label in LABELS for name, rs in splits[label].items() for r in rs}
     if noise_dirs:
         noise = scan_dirs(noise_dirs, "--noise_dir")
-        fresh = [r for r in noise if r.path.resolve() not in split_of]
+        for recording in noise:
+            if not recording.active.any():  # mix_at_snr would fail later with a bare "noise is silent"
+                raise SpeechDetectionDataError(
+                    f"--noise_dir {recording.path}: digital silence (no sound in 95 % or more of its 10 ms frames): "
+                    "no gain brings silence to an SNR; remove it")
+        refuse_repeated_recordings(noise, "noise recordings")
+        fresh = [r for r in noise if r.fingerprint not in split_of]
         fresh_splits = assign_splits(fresh, split_ratios, rng, "noise recordings") if fresh else {}
-        noise_pools = {name: [r for r in noise if split_of.get(r.path.resolve()) == name] + fresh_splits.get(name, [])
+        noise_pools = {name: [r for r in noise if split_of.get(r.fingerprint) == name] + fresh_splits.get(name, [])
                        for name in SPLIT_NAMES}
     else:
-        noise_pools = {name: list(splits["NONSPEECH"][name]) for name in SPLIT_NAMES}
+        # a silent non-speech recording (never a source: no window of activity) is no noise either
+        noise_pools = {name: [r for r in splits["NONSPEECH"][name] if r.active.any()] for name in SPLIT_NAMES}
 
     counts = cell_count(clips_per_condition, split_ratios)
     report = BuildReport()
