@@ -139,6 +139,21 @@ def test_a_hub_id_without_network_is_a_clear_error_not_a_full_model(offline):
     assert time.monotonic() - started < 10
 
 
+def test_a_revision_the_hub_repository_lacks_is_named_not_reported_as_no_network(monkeypatch):
+    import httpx2  # huggingface_hub's HTTP client: its errors carry one of its responses
+    import huggingface_hub
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    def no_such_revision(repo_id, filename, revision=None, **kwargs):
+        response = httpx2.Response(404, request=httpx2.Request("GET", f"https://huggingface.co/{repo_id}"))
+        raise RevisionNotFoundError(f"404: revision {revision} not found", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
+    with pytest.raises(HubError) as error:
+        resolve_model("user/adapter", revision="v9")
+    assert "'user/adapter' has no revision 'v9'" in str(error.value) and "reach" not in str(error.value)
+
+
 def test_a_hub_id_already_in_the_cache_resolves_offline(offline, tiny_model):
     cache_repo(offline, "audio-recipes-tests/cached-model", {"config.json": "{}"})
     resolved = resolve_model("audio-recipes-tests/cached-model")

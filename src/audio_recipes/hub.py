@@ -106,7 +106,12 @@ def _looks_like_a_path(name: str) -> bool:
 
 def _resolve_hub_id(repo_id: str, revision: str, hint: str = "") -> ResolvedModel:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     unreachable = (
         f"cannot reach the Hugging Face Hub to resolve {repo_id!r}{hint}. "
@@ -122,6 +127,9 @@ def _resolve_hub_id(repo_id: str, revision: str, hint: str = "") -> ResolvedMode
         raise HubError(f"{unreachable} ({type(error).__name__})") from error
     except EntryNotFoundError:
         return ResolvedModel(repo_id, repo_id)
+    except RevisionNotFoundError as error:
+        raise HubError(f"{repo_id!r} has no revision {revision!r} (model_revision): name an existing branch, tag or "
+                       "commit of it") from error
     except RepositoryNotFoundError as error:
         raise HubError(f"{repo_id!r} is neither a local folder nor a Hub repository you can read{hint}") from error
     except Exception as error:  # offline, proxy, DNS: all mean the same thing to the user
