@@ -238,6 +238,76 @@ def test_a_curriculum_push_uploads_the_final_model_not_its_stages_checkpoints_or
     assert files_to_push(tmp_path) == sorted(final)
 
 
+class FakeHubApi:
+    """The HfApi calls push_folder makes, on an in-memory repository: {path: bytes}, recording each call."""
+
+    def __init__(self, tmp_path: Path, files: dict[str, bytes]):
+        self.files, self.calls, self.downloads = dict(files), [], tmp_path / "downloads"
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id))
+
+    def list_repo_files(self, repo_id, **kwargs):
+        self.calls.append(("list_repo_files", repo_id))
+        return sorted(self.files)
+
+    def hf_hub_download(self, repo_id, filename, **kwargs):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        self.calls.append(("hf_hub_download", filename))
+        if filename not in self.files:
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        path = self.downloads / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.files[filename])
+        return str(path)
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns, delete_patterns, **kwargs):
+        """As huggingface_hub does it: delete the repository files matching delete_patterns (never .gitattributes),
+        then add the folder's files that ignore_patterns leave."""
+        from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+        self.calls.append(("upload_folder", delete_patterns))
+        for name in filter_repo_objects(list(self.files), allow_patterns=delete_patterns or []):
+            if name != ".gitattributes":
+                del self.files[name]
+        folder = Path(folder_path)
+        local = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+        for name in filter_repo_objects(local, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS):
+            self.files[name] = (folder / name).read_bytes()
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def test_a_push_removes_the_files_its_previous_push_uploaded_and_no_others(tmp_path):
+    from audio_recipes.hub import push_folder
+
+    model = tmp_path / "model"
+    model.mkdir()
+    write_model_card(model, **card_fields())
+    for name in ("adapter_model-00001-of-00002.safetensors", "adapter_model-00002-of-00002.safetensors",
+                 "adapter_config.json", "checkpoint-2/optimizer.pt"):
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text("first")
+    # Someone else's files already in the repository: the first push has no record of them
+    api = FakeHubApi(tmp_path, {".gitattributes": b"*.safetensors lfs", "notes.md": b"by hand", "old.bin": b"x"})
+    push_folder(model, "user/qwen2-audio-slurp", api=api)
+    assert {"adapter_model-00002-of-00002.safetensors", "README.md", "notes.md", "old.bin"} <= set(api.files)
+    assert "checkpoint-2/optimizer.pt" not in api.files and api.calls[-1] == ("upload_folder", None)
+
+    # Retrained into one shard: the second shard of the first push is stale, the others' files stay
+    for name in ("adapter_model-00001-of-00002.safetensors", "adapter_model-00002-of-00002.safetensors"):
+        (model / name).unlink()
+    (model / "adapter_model.safetensors").write_text("second")
+    api.files["user_file.txt"] = b"added on the Hub"
+    push_folder(model, "user/qwen2-audio-slurp", api=api)
+    assert not any(name.startswith("adapter_model-") for name in api.files)
+    assert api.files["adapter_model.safetensors"] == b"second"
+    assert {".gitattributes", "notes.md", "old.bin", "user_file.txt", "README.md", "adapter_config.json"} <= set(
+        api.files)
+    record = json.loads(api.files["audio_recipes_push.json"])
+    assert "adapter_model.safetensors" in record["files"] and "user_file.txt" not in record["files"]
+
+
 # ---------------------------------------------------------------- model card
 
 

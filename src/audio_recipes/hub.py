@@ -284,25 +284,62 @@ def read_card_fields(model_dir: str | Path) -> dict[str, Any] | None:
     return fields
 
 
+PUSH_RECORD = "audio_recipes_push.json"
+
+
 def files_to_push(output_dir: str | Path) -> list[str]:
     """The files of output_dir a push uploads (relative paths)."""
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
     folder = Path(output_dir)
-    files = [str(path.relative_to(folder)) for path in sorted(folder.rglob("*")) if path.is_file()]
-    return list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS))
+    files = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file()]
+    return list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS))
 
 
-def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = None) -> str:
-    """Upload the adapter or model folder (checkpoints left out); returns the commit URL."""
+def files_pushed_before(api: Any, repo_id: str) -> list[str]:
+    """The files the project's last push to `repo_id` uploaded, from the record it pushed with them; none when the
+    repository has no record (a new repository, or files pushed by someone else)."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        record = Path(api.hf_hub_download(repo_id, PUSH_RECORD))
+    except EntryNotFoundError:
+        return []
+    try:
+        files = json.loads(record.read_text()).get("files")
+    except (ValueError, AttributeError):
+        files = None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        logger.warning("%s in %s is not a push record of this project: no earlier file is removed", PUSH_RECORD,
+                       repo_id)
+        return []
+    return files
+
+
+def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = None, api: Any = None) -> str:
+    """Upload the adapter or model folder (checkpoints left out); returns the commit URL.
+
+    Files that the project's previous push to the repository uploaded and this one does not (an old adapter shard)
+    are removed in the same upload; files others put there are never touched. PUSH_RECORD, pushed along, lists
+    what this push uploads."""
+    import glob
+
     from huggingface_hub import HfApi
 
-    api = HfApi()
+    api = api or HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
     point_card_at_hub(output_dir, repo_id)
+    uploading = sorted({*files_to_push(output_dir), PUSH_RECORD})
+    write_text_atomic(Path(output_dir) / PUSH_RECORD, json.dumps({"repo_id": repo_id, "files": uploading}, indent=2))
+    in_repo = set(api.list_repo_files(repo_id))
+    stale = sorted((set(files_pushed_before(api, repo_id)) & in_repo) - set(uploading) - {".gitattributes"})
+    if stale:
+        logger.info("removing from %s the files of its previous push that this one lacks: %s", repo_id,
+                    ", ".join(stale))
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(output_dir),
         ignore_patterns=PUSH_IGNORE_PATTERNS,
+        delete_patterns=[glob.escape(name) for name in stale] or None,  # escaped: each pattern is one exact path
         commit_message="Upload from audio-recipes",
     )
     return str(commit)
