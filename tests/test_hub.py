@@ -340,6 +340,30 @@ def test_model_card_names_base_model_recipe_data_and_metrics_and_no_token(tmp_pa
     assert "library_name: transformers" in full and "Not evaluated yet" in full
 
 
+def test_card_base_model_is_a_hub_id_or_left_out_never_a_local_path(tmp_path, tiny_model, monkeypatch):
+    from audio_recipes.hub import base_model_hub_id
+
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2-Audio-7B-Instruct" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    trained = tmp_path / "stage_1"  # a model this project trained from that snapshot: its card fields say so
+    trained.mkdir()
+    (tmp_path / "card").mkdir()
+    write_model_card(trained, **card_fields(base_model=str(snapshot)))
+    monkeypatch.chdir(tmp_path)
+    for given, hub_id in [("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"),
+                          (str(snapshot), "Qwen/Qwen2-Audio-7B-Instruct"), (str(trained), "Qwen/Qwen2-Audio-7B-Instruct"),
+                          ("stage_1", "Qwen/Qwen2-Audio-7B-Instruct"), (str(tiny_model), None),
+                          ("/models/gone/qwen2-audio", None), ("~/models/qwen2-audio", None)]:
+        assert base_model_hub_id(given) == hub_id, given
+        card = write_model_card(tmp_path / "card", **card_fields(base_model=given)).read_text()
+        front_matter = card.split("---")[1]
+        if hub_id:
+            assert f"base_model: {hub_id}\n" in front_matter and f"A LoRA adapter for `{hub_id}`" in card
+        else:
+            assert "base_model" not in front_matter and given not in card
+            assert "A LoRA adapter for a base model loaded from a local folder" in card
+
+
 def test_card_use_command_names_the_hub_id_once_pushed_and_an_evaluation_recipe(tmp_path):
     from audio_recipes.hub import point_card_at_hub
 
@@ -467,7 +491,7 @@ def test_a_saved_model_loads_back_by_path_with_identical_logits(kind, tiny_model
     assert (base_logits - in_memory).abs().max() > 1e-4
 
     card = (output_dir / "README.md").read_text()
-    assert f"base_model: {tiny_model}" in card
+    assert "base_model:" not in card and str(tiny_model) not in card  # a local folder: no Hub id to name
     assert ("library_name: peft" if kind == "lora_adapter" else "library_name: transformers") in card
     assert "data/tiny/slurp/train.jsonl" in card and "train_loss" in card
 

@@ -99,6 +99,22 @@ def recipe_writing(path: str) -> tuple[str, str] | None:
     return None
 
 
+def base_model_hub_id(name_or_path: str | None, depth: int = 0) -> str | None:
+    """The Hub id of a base model for its model card: a Hub id as it is; a local folder by what it says of its origin
+    (a Hub cache snapshot, `models--org--name/snapshots/<commit>`, or a model this project trained, whose card
+    fields name its own base); None where the folder does not say (a local path means nothing on the Hub)."""
+    if not name_or_path:
+        return None
+    local = Path(name_or_path).expanduser()
+    if not local.exists():
+        return None if _looks_like_a_path(name_or_path) else name_or_path
+    resolved = local.resolve()
+    if resolved.parent.name == "snapshots" and resolved.parent.parent.name.startswith("models--"):
+        return resolved.parent.parent.name.removeprefix("models--").replace("--", "/")
+    fields = read_card_fields(resolved) if depth < 8 else None  # a chain of fine-tunes, each from the one before
+    return base_model_hub_id(fields.get("base_model"), depth + 1) if fields else None
+
+
 def _looks_like_a_path(name: str) -> bool:
     """A local path rather than a Hub id (`org/name`): absolute, relative with ./ or ../, or deeper than one slash."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
@@ -193,7 +209,7 @@ def path_from_project_root(path: str | Path) -> str:
 
 
 def model_card(
-    *, repo_id: str, base_model: str, recipe_path: str, task: str, data_files: dict[str, str | None],
+    *, repo_id: str, base_model: str | None, recipe_path: str, task: str, data_files: dict[str, str | None],
     metrics: dict[str, float], is_adapter: bool, recipe: dict[str, Any], evaluation_recipe: str | None,
     evaluation: dict[str, dict[str, Any]] | None = None, use_model: str | None = None,
     curriculum: list[dict[str, Any]] | None = None,
@@ -204,11 +220,14 @@ def model_card(
     before it existed) with `evaluation_recipe`, a recipe scripts/evaluate.py takes; None: there is none to name.
     `curriculum`: the stages it was trained in (each its `stage` number, `folder` and `overrides`), in order.
     """
-    metadata = ["---", f"base_model: {base_model}", "library_name: peft" if is_adapter else "library_name: transformers",
+    base_model = base_model_hub_id(base_model)  # a local path means nothing on the Hub, and may name the user
+    metadata = ["---", *([f"base_model: {base_model}"] if base_model else []),
+                "library_name: peft" if is_adapter else "library_name: transformers",
                 "tags:", "- audio-recipes", f"- {task}", "- trl", "---", ""]
+    base = f"`{base_model}`" if base_model else "a base model loaded from a local folder"
     lines = [
         f"# {repo_id}", "",
-        f"{'A LoRA adapter for' if is_adapter else 'A fine-tune of'} `{base_model}` "
+        f"{'A LoRA adapter for' if is_adapter else 'A fine-tune of'} {base} "
         f"on the `{task}` task, trained with audio-recipes"
         f"{f' in a curriculum of {len(curriculum)} stages' if curriculum else ''}.", "",
         *_curriculum_section(base_model, curriculum or []),
@@ -231,13 +250,14 @@ def model_card(
     return "\n".join(metadata + lines)
 
 
-def _curriculum_section(base_model: str, stages: list[dict[str, Any]]) -> list[str]:
+def _curriculum_section(base_model: str | None, stages: list[dict[str, Any]]) -> list[str]:
     if not stages:
         return []
     lines = ["## Curriculum", "", "Each stage a fresh fine-tuning run (its own optimiser and learning-rate schedule) "
              "from the previous stage's weights, with these options over the recipe's:", ""]
     for position, stage in enumerate(stages):
-        start = f"`{base_model}`" if position == 0 else f"stage {stages[position - 1]['stage']}"
+        start = (f"`{base_model}`" if base_model else "the base model") if position == 0 \
+            else f"stage {stages[position - 1]['stage']}"
         overrides = ", ".join(f"{key}: {json.dumps(value)}" for key, value in stage["overrides"].items())
         lines.append(f"{stage['stage']}. `{stage['folder']}`, from {start}: {overrides or 'the recipe as it is'}")
     return [*lines, "", "The training metrics below are the last stage's; `curriculum.json` has each stage's.", ""]
