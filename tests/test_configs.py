@@ -46,6 +46,21 @@ def test_unknown_command_line_key(tmp_path):
         parse_recipe(TYPES + (EvalArguments,), [recipe, "--max_new_token=3"])
 
 
+def test_a_key_set_twice_in_a_recipe_is_refused_naming_key_and_lines(tmp_path):
+    # PyYAML keeps the later value: the run would train at 1e-3 with nothing said
+    recipe = write_recipe(tmp_path, "model_name_or_path: m\nlearning_rate: 1.0e-5\nlora_r: 8\nlearning_rate: 1.0e-3\n")
+    with pytest.raises(RecipeError, match=r"recipe .*recipe\.yaml: key 'learning_rate' is set twice, on lines 2 and 4"):
+        parse_recipe(TYPES, [recipe])
+    # Inside a nested mapping (a source) too; a YAML merge key overridden on purpose is not a duplicate
+    nested = write_recipe(tmp_path, "model_name_or_path: m\nsources:\n  - {task: slurp, task: mmar}\n")
+    with pytest.raises(RecipeError, match=r"key 'task' is set twice, on lines 3 and 3"):
+        parse_recipe(TYPES, [nested])
+    from audio_recipes.recipe import load_recipe
+
+    merged = write_recipe(tmp_path, "base: &base {lora_r: 8, lora_alpha: 16}\nother:\n  <<: *base\n  lora_r: 4\n")
+    assert load_recipe(merged)["other"] == {"lora_r": 4, "lora_alpha": 16}
+
+
 def test_recipe_must_come_first_and_exist(tmp_path):
     with pytest.raises(RecipeError, match="no recipe: give it first"):
         parse_recipe(TYPES, ["--learning_rate", "1"])

@@ -323,3 +323,20 @@ def test_a_metric_missing_from_a_finished_cell_fails_before_the_other_cells_trai
     with pytest.raises(GridError, match=f"cell {CELLS[1]}: no metric slu_f2 in its results .* it has intent_accuracy, "
                        "scenario_accuracy, slu_f1: name metrics the task reports"):
         run_grid(write_grid(tmp_path, metrics=["slu_f1", "slu_f2"]))
+
+
+def test_a_hub_token_in_the_grid_never_reaches_a_cells_recipe_file(tmp_path, monkeypatch):
+    token = "hf_FakeGridToken0123456789abcdef"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    grid = load_grid(write_grid(tmp_path, axes={"text_only_fraction": [0.0], "learning_rate": [1e-3]}, lines=None,
+                                overrides={"hub_token": token}))
+    seen: list[str | None] = []
+    calls: list[str] = []
+    fake_commands(monkeypatch, calls)
+    real_run = grid_module.subprocess.run
+    monkeypatch.setattr(grid_module.subprocess, "run", lambda command, *a, **k: (
+        seen.append(os.environ.get("HF_TOKEN")), real_run(command, *a, **k))[1])
+    run_grid(grid.path)
+    assert calls == ["sft.py", "evaluate.py"] and set(seen) == {token}  # the cell runs read it from HF_TOKEN
+    written = [path for path in tmp_path.rglob("*") if path.is_file() and token in path.read_text(errors="ignore")]
+    assert written == [grid.path]  # the user's own grid file only: no cell recipe, staging file or result

@@ -139,6 +139,21 @@ def test_a_hub_id_without_network_is_a_clear_error_not_a_full_model(offline):
     assert time.monotonic() - started < 10
 
 
+def test_a_revision_the_hub_repository_lacks_is_named_not_reported_as_no_network(monkeypatch):
+    import httpx2  # huggingface_hub's HTTP client: its errors carry one of its responses
+    import huggingface_hub
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    def no_such_revision(repo_id, filename, revision=None, **kwargs):
+        response = httpx2.Response(404, request=httpx2.Request("GET", f"https://huggingface.co/{repo_id}"))
+        raise RevisionNotFoundError(f"404: revision {revision} not found", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
+    with pytest.raises(HubError) as error:
+        resolve_model("user/adapter", revision="v9")
+    assert "'user/adapter' has no revision 'v9'" in str(error.value) and "reach" not in str(error.value)
+
+
 def test_a_hub_id_already_in_the_cache_resolves_offline(offline, tiny_model):
     cache_repo(offline, "audio-recipes-tests/cached-model", {"config.json": "{}"})
     resolved = resolve_model("audio-recipes-tests/cached-model")
@@ -223,6 +238,76 @@ def test_a_curriculum_push_uploads_the_final_model_not_its_stages_checkpoints_or
     assert files_to_push(tmp_path) == sorted(final)
 
 
+class FakeHubApi:
+    """The HfApi calls push_folder makes, on an in-memory repository: {path: bytes}, recording each call."""
+
+    def __init__(self, tmp_path: Path, files: dict[str, bytes]):
+        self.files, self.calls, self.downloads = dict(files), [], tmp_path / "downloads"
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id))
+
+    def list_repo_files(self, repo_id, **kwargs):
+        self.calls.append(("list_repo_files", repo_id))
+        return sorted(self.files)
+
+    def hf_hub_download(self, repo_id, filename, **kwargs):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        self.calls.append(("hf_hub_download", filename))
+        if filename not in self.files:
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        path = self.downloads / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.files[filename])
+        return str(path)
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns, delete_patterns, **kwargs):
+        """As huggingface_hub does it: delete the repository files matching delete_patterns (never .gitattributes),
+        then add the folder's files that ignore_patterns leave."""
+        from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+        self.calls.append(("upload_folder", delete_patterns))
+        for name in filter_repo_objects(list(self.files), allow_patterns=delete_patterns or []):
+            if name != ".gitattributes":
+                del self.files[name]
+        folder = Path(folder_path)
+        local = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+        for name in filter_repo_objects(local, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS):
+            self.files[name] = (folder / name).read_bytes()
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def test_a_push_removes_the_files_its_previous_push_uploaded_and_no_others(tmp_path):
+    from audio_recipes.hub import push_folder
+
+    model = tmp_path / "model"
+    model.mkdir()
+    write_model_card(model, **card_fields())
+    for name in ("adapter_model-00001-of-00002.safetensors", "adapter_model-00002-of-00002.safetensors",
+                 "adapter_config.json", "checkpoint-2/optimizer.pt"):
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text("first")
+    # Someone else's files already in the repository: the first push has no record of them
+    api = FakeHubApi(tmp_path, {".gitattributes": b"*.safetensors lfs", "notes.md": b"by hand", "old.bin": b"x"})
+    push_folder(model, "user/qwen2-audio-slurp", api=api)
+    assert {"adapter_model-00002-of-00002.safetensors", "README.md", "notes.md", "old.bin"} <= set(api.files)
+    assert "checkpoint-2/optimizer.pt" not in api.files and api.calls[-1] == ("upload_folder", None)
+
+    # Retrained into one shard: the second shard of the first push is stale, the others' files stay
+    for name in ("adapter_model-00001-of-00002.safetensors", "adapter_model-00002-of-00002.safetensors"):
+        (model / name).unlink()
+    (model / "adapter_model.safetensors").write_text("second")
+    api.files["user_file.txt"] = b"added on the Hub"
+    push_folder(model, "user/qwen2-audio-slurp", api=api)
+    assert not any(name.startswith("adapter_model-") for name in api.files)
+    assert api.files["adapter_model.safetensors"] == b"second"
+    assert {".gitattributes", "notes.md", "old.bin", "user_file.txt", "README.md", "adapter_config.json"} <= set(
+        api.files)
+    record = json.loads(api.files["audio_recipes_push.json"])
+    assert "adapter_model.safetensors" in record["files"] and "user_file.txt" not in record["files"]
+
+
 # ---------------------------------------------------------------- model card
 
 
@@ -253,6 +338,30 @@ def test_model_card_names_base_model_recipe_data_and_metrics_and_no_token(tmp_pa
 
     full = write_model_card(tmp_path, **card_fields(is_adapter=False, metrics={})).read_text()
     assert "library_name: transformers" in full and "Not evaluated yet" in full
+
+
+def test_card_base_model_is_a_hub_id_or_left_out_never_a_local_path(tmp_path, tiny_model, monkeypatch):
+    from audio_recipes.hub import base_model_hub_id
+
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2-Audio-7B-Instruct" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    trained = tmp_path / "stage_1"  # a model this project trained from that snapshot: its card fields say so
+    trained.mkdir()
+    (tmp_path / "card").mkdir()
+    write_model_card(trained, **card_fields(base_model=str(snapshot)))
+    monkeypatch.chdir(tmp_path)
+    for given, hub_id in [("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"),
+                          (str(snapshot), "Qwen/Qwen2-Audio-7B-Instruct"), (str(trained), "Qwen/Qwen2-Audio-7B-Instruct"),
+                          ("stage_1", "Qwen/Qwen2-Audio-7B-Instruct"), (str(tiny_model), None),
+                          ("/models/gone/qwen2-audio", None), ("~/models/qwen2-audio", None)]:
+        assert base_model_hub_id(given) == hub_id, given
+        card = write_model_card(tmp_path / "card", **card_fields(base_model=given)).read_text()
+        front_matter = card.split("---")[1]
+        if hub_id:
+            assert f"base_model: {hub_id}\n" in front_matter and f"A LoRA adapter for `{hub_id}`" in card
+        else:
+            assert "base_model" not in front_matter and given not in card
+            assert "A LoRA adapter for a base model loaded from a local folder" in card
 
 
 def test_card_use_command_names_the_hub_id_once_pushed_and_an_evaluation_recipe(tmp_path):
@@ -382,7 +491,8 @@ def test_a_saved_model_loads_back_by_path_with_identical_logits(kind, tiny_model
     assert (base_logits - in_memory).abs().max() > 1e-4
 
     card = (output_dir / "README.md").read_text()
-    assert f"base_model: {tiny_model}" in card
+    assert "base_model" not in card.split("---")[1]  # a local folder: no Hub id to name
+    assert "A LoRA adapter for a base model loaded from a local folder" in card or kind == "full_model"
     assert ("library_name: peft" if kind == "lora_adapter" else "library_name: transformers") in card
     assert "data/tiny/slurp/train.jsonl" in card and "train_loss" in card
 

@@ -244,3 +244,16 @@ def test_a_bad_nbest_row_after_a_blank_line_is_named_by_its_line(tmp_path):
     with pytest.raises(DataError, match=r"nbest\.jsonl, line 3: an n-best row needs filename and candidates"):
         run_builder("slurp_rationale", ["--input", str(source), "--recipe", str(RECIPE), "--model", "not/loaded",
                                         "--output_file", str(tmp_path / "train.jsonl")])
+
+
+def test_an_asr_model_with_pickled_weights_only_is_not_loaded(whisper, tmp_path):
+    # safetensors only: a pytorch_model.bin is unpickled on load, which can run code
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled-whisper"
+    shutil.copytree(whisper, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save(load_file(Path(whisper) / "model.safetensors"), pickled / "pytorch_model.bin")
+    with pytest.raises(OSError, match="safetensors"):
+        slurp_nbest.load_asr_model(str(pickled), "cpu", "float32")

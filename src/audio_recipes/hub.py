@@ -99,6 +99,22 @@ def recipe_writing(path: str) -> tuple[str, str] | None:
     return None
 
 
+def base_model_hub_id(name_or_path: str | None, depth: int = 0) -> str | None:
+    """The Hub id of a base model for its model card: a Hub id as it is; a local folder by what it says of its origin
+    (a Hub cache snapshot, `models--org--name/snapshots/<commit>`, or a model this project trained, whose card
+    fields name its own base); None where the folder does not say (a local path means nothing on the Hub)."""
+    if not name_or_path:
+        return None
+    local = Path(name_or_path).expanduser()
+    if not local.exists():
+        return None if _looks_like_a_path(name_or_path) else name_or_path
+    resolved = local.resolve()
+    if resolved.parent.name == "snapshots" and resolved.parent.parent.name.startswith("models--"):
+        return resolved.parent.parent.name.removeprefix("models--").replace("--", "/")
+    fields = read_card_fields(resolved) if depth < 8 else None  # a chain of fine-tunes, each from the one before
+    return base_model_hub_id(fields.get("base_model"), depth + 1) if fields else None
+
+
 def _looks_like_a_path(name: str) -> bool:
     """A local path rather than a Hub id (`org/name`): absolute, relative with ./ or ../, or deeper than one slash."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
@@ -106,7 +122,12 @@ def _looks_like_a_path(name: str) -> bool:
 
 def _resolve_hub_id(repo_id: str, revision: str, hint: str = "") -> ResolvedModel:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     unreachable = (
         f"cannot reach the Hugging Face Hub to resolve {repo_id!r}{hint}. "
@@ -122,6 +143,9 @@ def _resolve_hub_id(repo_id: str, revision: str, hint: str = "") -> ResolvedMode
         raise HubError(f"{unreachable} ({type(error).__name__})") from error
     except EntryNotFoundError:
         return ResolvedModel(repo_id, repo_id)
+    except RevisionNotFoundError as error:
+        raise HubError(f"{repo_id!r} has no revision {revision!r} (model_revision): name an existing branch, tag or "
+                       "commit of it") from error
     except RepositoryNotFoundError as error:
         raise HubError(f"{repo_id!r} is neither a local folder nor a Hub repository you can read{hint}") from error
     except Exception as error:  # offline, proxy, DNS: all mean the same thing to the user
@@ -185,7 +209,7 @@ def path_from_project_root(path: str | Path) -> str:
 
 
 def model_card(
-    *, repo_id: str, base_model: str, recipe_path: str, task: str, data_files: dict[str, str | None],
+    *, repo_id: str, base_model: str | None, recipe_path: str, task: str, data_files: dict[str, str | None],
     metrics: dict[str, float], is_adapter: bool, recipe: dict[str, Any], evaluation_recipe: str | None,
     evaluation: dict[str, dict[str, Any]] | None = None, use_model: str | None = None,
     curriculum: list[dict[str, Any]] | None = None,
@@ -196,11 +220,14 @@ def model_card(
     before it existed) with `evaluation_recipe`, a recipe scripts/evaluate.py takes; None: there is none to name.
     `curriculum`: the stages it was trained in (each its `stage` number, `folder` and `overrides`), in order.
     """
-    metadata = ["---", f"base_model: {base_model}", "library_name: peft" if is_adapter else "library_name: transformers",
+    base_model = base_model_hub_id(base_model)  # a local path means nothing on the Hub, and may name the user
+    metadata = ["---", *([f"base_model: {base_model}"] if base_model else []),
+                "library_name: peft" if is_adapter else "library_name: transformers",
                 "tags:", "- audio-recipes", f"- {task}", "- trl", "---", ""]
+    base = f"`{base_model}`" if base_model else "a base model loaded from a local folder"
     lines = [
         f"# {repo_id}", "",
-        f"{'A LoRA adapter for' if is_adapter else 'A fine-tune of'} `{base_model}` "
+        f"{'A LoRA adapter for' if is_adapter else 'A fine-tune of'} {base} "
         f"on the `{task}` task, trained with audio-recipes"
         f"{f' in a curriculum of {len(curriculum)} stages' if curriculum else ''}.", "",
         *_curriculum_section(base_model, curriculum or []),
@@ -223,13 +250,14 @@ def model_card(
     return "\n".join(metadata + lines)
 
 
-def _curriculum_section(base_model: str, stages: list[dict[str, Any]]) -> list[str]:
+def _curriculum_section(base_model: str | None, stages: list[dict[str, Any]]) -> list[str]:
     if not stages:
         return []
     lines = ["## Curriculum", "", "Each stage a fresh fine-tuning run (its own optimiser and learning-rate schedule) "
              "from the previous stage's weights, with these options over the recipe's:", ""]
     for position, stage in enumerate(stages):
-        start = f"`{base_model}`" if position == 0 else f"stage {stages[position - 1]['stage']}"
+        start = (f"`{base_model}`" if base_model else "the base model") if position == 0 \
+            else f"stage {stages[position - 1]['stage']}"
         overrides = ", ".join(f"{key}: {json.dumps(value)}" for key, value in stage["overrides"].items())
         lines.append(f"{stage['stage']}. `{stage['folder']}`, from {start}: {overrides or 'the recipe as it is'}")
     return [*lines, "", "The training metrics below are the last stage's; `curriculum.json` has each stage's.", ""]
@@ -276,25 +304,62 @@ def read_card_fields(model_dir: str | Path) -> dict[str, Any] | None:
     return fields
 
 
+PUSH_RECORD = "audio_recipes_push.json"
+
+
 def files_to_push(output_dir: str | Path) -> list[str]:
     """The files of output_dir a push uploads (relative paths)."""
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
     folder = Path(output_dir)
-    files = [str(path.relative_to(folder)) for path in sorted(folder.rglob("*")) if path.is_file()]
-    return list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS))
+    files = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file()]
+    return list(filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS))
 
 
-def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = None) -> str:
-    """Upload the adapter or model folder (checkpoints left out); returns the commit URL."""
+def files_pushed_before(api: Any, repo_id: str) -> list[str]:
+    """The files the project's last push to `repo_id` uploaded, from the record it pushed with them; none when the
+    repository has no record (a new repository, or files pushed by someone else)."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        record = Path(api.hf_hub_download(repo_id, PUSH_RECORD))
+    except EntryNotFoundError:
+        return []
+    try:
+        files = json.loads(record.read_text()).get("files")
+    except (ValueError, AttributeError):
+        files = None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        logger.warning("%s in %s is not a push record of this project: no earlier file is removed", PUSH_RECORD,
+                       repo_id)
+        return []
+    return files
+
+
+def push_folder(output_dir: str | Path, repo_id: str, private: bool | None = None, api: Any = None) -> str:
+    """Upload the adapter or model folder (checkpoints left out); returns the commit URL.
+
+    Files that the project's previous push to the repository uploaded and this one does not (an old adapter shard)
+    are removed in the same upload; files others put there are never touched. PUSH_RECORD, pushed along, lists
+    what this push uploads."""
+    import glob
+
     from huggingface_hub import HfApi
 
-    api = HfApi()
+    api = api or HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
     point_card_at_hub(output_dir, repo_id)
+    uploading = sorted({*files_to_push(output_dir), PUSH_RECORD})
+    write_text_atomic(Path(output_dir) / PUSH_RECORD, json.dumps({"repo_id": repo_id, "files": uploading}, indent=2))
+    in_repo = set(api.list_repo_files(repo_id))
+    stale = sorted((set(files_pushed_before(api, repo_id)) & in_repo) - set(uploading) - {".gitattributes"})
+    if stale:
+        logger.info("removing from %s the files of its previous push that this one lacks: %s", repo_id,
+                    ", ".join(stale))
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(output_dir),
         ignore_patterns=PUSH_IGNORE_PATTERNS,
+        delete_patterns=[glob.escape(name) for name in stale] or None,  # escaped: each pattern is one exact path
         commit_message="Upload from audio-recipes",
     )
     return str(commit)

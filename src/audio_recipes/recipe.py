@@ -30,13 +30,36 @@ from audio_recipes.tasks import TASKS
 from audio_recipes.tasks.base import SPEECH_FRACTION_RESTS, SPLITS
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that names one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping (PyYAML keeps the later value, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` keys may be overridden, as YAML means
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise _DuplicateKey(f"key {key!r} is set twice, on lines {seen[key]} and {line}: keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, what: str, error: type[RecipeError] = RecipeError) -> Any:
-    """A recipe-like YAML file (`what`: "recipe", "grid"): a missing file or bad YAML is `error`, naming the file."""
+    """A recipe-like YAML file (`what`: "recipe", "grid"): a missing file, bad YAML or a key set twice is `error`,
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as problem:
+        raise error(f"{what} {path}: {problem}") from None
     except yaml.YAMLError as problem:
         raise error(f"{what} {path} is not valid YAML: {' '.join(str(problem).split())}") from problem
 

@@ -205,7 +205,7 @@ def copy_speech_rows(model: torch.nn.Module, vocabulary: SpeechVocabulary, sourc
         found = 0 if source_vocabulary is None else source_vocabulary.num_speech_tokens
         raise ValueError(f"speech_embedding_source {source} has {found} speech tokens; "
                          f"{vocabulary.num_speech_tokens} are needed")
-    source_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    source_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, use_safetensors=True)
     source_ids = list(range(source_vocabulary.offset, source_vocabulary.offset + vocabulary.num_speech_tokens))
     source_ids += [source_vocabulary.start_id, source_vocabulary.end_id]
     targets, sources = embedding_weights(model), embedding_weights(source_model)

@@ -21,6 +21,7 @@ from audio_recipes.config import EvalArguments, TaskArguments
 from audio_recipes.distributed import joined_process_state
 from audio_recipes.errors import RecipeError
 from audio_recipes.hub import (
+    base_model_hub_id,
     check_push_access,
     path_from_project_root,
     push_folder,
@@ -141,7 +142,7 @@ def write_curriculum_card(output_dir: Path, recipe_args: tuple, stages: list[dic
     first = read_card_fields(stage_dir(output_dir, 1)) or {}
     model_args, task_args = recipe_args[:2]
     fields.update(
-        repo_id=repo_id, base_model=first.get("base_model", model_args.model_name_or_path),
+        repo_id=repo_id, base_model=first.get("base_model", base_model_hub_id(model_args.model_name_or_path)),
         recipe=recipe_dict(model_args, task_args), use_model=push_repo or path_from_project_root(output_dir),
         data_files={"train": task_args.train_file or task_args.dataset_name, "eval": task_args.eval_file},
         curriculum=[{"stage": stage["stage"], "folder": f"stage_{stage['stage']}", "overrides": stage["overrides"]}

@@ -15,6 +15,7 @@ import io
 import itertools
 import logging
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -202,6 +203,9 @@ def cell_recipe(grid: Grid, cell: Cell) -> dict[str, Any]:
     """The base recipe with the grid's and the cell's overrides merged in, training into the cell's folder; it
     resumes from the cell's last checkpoint where the recipe saves checkpoints."""
     recipe = {**load_recipe(grid.base), **grid.overrides, **cell.overrides, "output_dir": str(cell.folder)}
+    token = recipe.pop("hub_token", None)  # the cell's recipe file is on disk: its run reads HF_TOKEN instead
+    if token:
+        os.environ["HF_TOKEN"] = token
     if str(recipe.get("save_strategy", "steps")) != "no":
         recipe["resume_from_checkpoint"] = "true"  # a string: the recipe key is one (a path or "true")
     return recipe
@@ -236,7 +240,7 @@ def check_cells(grid: Grid) -> None:
         recipe = cell_recipe(grid, cell)
         written = cell.folder / CELL_RECIPE
         if written.is_file():
-            before = load_recipe(written)
+            before = {k: v for k, v in load_recipe(written).items() if k != "hub_token"}  # written before it was left out
             changed = changed_settings(before, recipe)
             if changed:
                 raise GridError(f"cell {cell.name}: {written} holds another recipe (differs in {', '.join(changed)})"

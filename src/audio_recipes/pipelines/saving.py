@@ -11,7 +11,13 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from audio_recipes.config import ModelArguments, TaskArguments
 from audio_recipes.errors import RecipeError
-from audio_recipes.hub import ResolvedModel, path_from_project_root, push_folder, write_model_card
+from audio_recipes.hub import (
+    ResolvedModel,
+    base_model_hub_id,
+    path_from_project_root,
+    push_folder,
+    write_model_card,
+)
 from audio_recipes.io import numeric_metrics, write_json_atomic
 from audio_recipes.recipe import options_evaluate_lacks, recipe_dict
 
@@ -59,7 +65,7 @@ def save_trained(trainer, processor, metrics: dict, model_args: ModelArguments, 
         logger.warning("model card: %s", error)
     write_model_card(
         output_dir, repo_id=push_repo or training_args.hub_model_id or output_dir.name,
-        base_model=resolved.base_model, recipe_path=path_from_project_root(recipe_path), task=task_args.task,
+        base_model=base_model_hub_id(resolved.base_model), recipe_path=path_from_project_root(recipe_path), task=task_args.task,
         data_files={"train": task_args.train_file or task_args.dataset_name, "eval": task_args.eval_file},
         metrics=numeric_metrics(metrics), is_adapter=(output_dir / "adapter_config.json").is_file(),
         recipe=recipe_dict(model_args, task_args), use_model=push_repo or path_from_project_root(output_dir),

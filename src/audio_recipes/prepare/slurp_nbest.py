@@ -110,7 +110,8 @@ def load_asr_model(name: str, device: str | None, dtype: str):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(name, dtype=getattr(torch, dtype)).to(device).eval()
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(name, dtype=getattr(torch, dtype), use_safetensors=True)
+        model = model.to(device).eval()
     except ValueError as error:  # transformers' "Unrecognized configuration class" for CTC and other models
         raise InputError(f"{name} is not an encoder-decoder speech-to-text model (Whisper, Speech2Text, ...), which a "
                          f"beam-search n-best list needs: {str(error).splitlines()[0][:200]}") from error
