@@ -214,14 +214,25 @@ def test_score_script_mmar_and_mmau(shared_data, tmp_path):
     assert any(key.startswith("accuracy[difficulty=") for key in metrics)
 
 
-def test_answer_not_among_choices_is_a_named_data_error(tmp_path):
+GOOD_ITEM = {"id": "ok", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"], "answer": "a"}
+BAD_ITEM = {"id": "x", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"], "answer": "c"}
+
+
+@pytest.mark.parametrize(("name", "text", "position"), [
+    # Counted from 1 as the builders count: a JSON-lines row by its line (blank lines counted), a list's by its item
+    ("meta.jsonl", json.dumps(GOOD_ITEM) + "\n\n" + json.dumps(BAD_ITEM) + "\n", "line 3"),
+    ("meta.json", json.dumps([GOOD_ITEM, BAD_ITEM]), "item 2"),
+])
+def test_answer_not_among_choices_is_a_data_error_naming_the_line_or_item(name, text, position, tmp_path):
     from audio_recipes.errors import DataError
 
-    path = tmp_path / "meta.jsonl"
-    path.write_text(json.dumps({"id": "x", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"],
-                                "answer": "c"}) + "\n")
-    with pytest.raises(DataError, match=r"item 0 \(id x\): answer 'c' is not one of its choices"):
+    path = tmp_path / name
+    path.write_text(text)
+    message = rf"{name}, {position} \(id x\): answer 'c' is not one of its choices"
+    with pytest.raises(DataError, match=message):
         get_task("mmar", TaskArguments(task="mmar", test_file=str(path), input_mode="text")).examples("test")
+    with pytest.raises(DataError, match=message):
+        get_task("mmar").score_files(path, path)
 
 
 @pytest.mark.parametrize("task", ["mmar", "mmau"])

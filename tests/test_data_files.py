@@ -93,12 +93,12 @@ def test_raw_outputs_cut_inside_a_character_drop_the_torn_line(tmp_path):
 
 
 @pytest.mark.parametrize(("task", "gold_of", "message"), [
-    ("mmar", "slurp", r"gold\.jsonl, item 0 \(id None\): lacks id, choices, answer \(a mmar item has id, choices, "
+    ("mmar", "slurp", r"gold\.jsonl, line 1 \(id None\): lacks id, choices, answer \(a mmar item has id, choices, "
                       r"answer\)"),
-    ("mmau", "slurp", r"gold\.jsonl, item 0 \(id None\): lacks id, choices, answer"),
+    ("mmau", "slurp", r"gold\.jsonl, line 1 \(id None\): lacks id, choices, answer"),
     ("slurp", "mmar", r"gold\.jsonl, line 1 \(slurp_id None\): SLURP row lacks slurp_id, sentence, scenario, action, "
                       r"tokens, entities, recordings \(expected keys: slurp_id, "),
-    ("speech_massive", "slurp", r"gold\.jsonl, row 0 \(id None\): Speech-MASSIVE row lacks id, locale, utt, "
+    ("speech_massive", "slurp", r"gold\.jsonl, line 1 \(id None\): Speech-MASSIVE row lacks id, locale, utt, "
                                 r"annot_utt, intent_str \(expected keys: "),
     ("speech_tokens", "speech_tokens without id", r"gold\.jsonl, line 1: no 'id'"),
 ])
