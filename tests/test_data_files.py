@@ -208,3 +208,23 @@ def test_other_scorers_count_repeated_prediction_rows(task, row, tmp_path):
                   "speech_tokens": [1], "valid": True}
     metrics = get_task(task).score_files(gold, write_jsonl(tmp_path / "predictions.jsonl", [prediction] * 3))
     assert metrics["num_duplicates"] == 2
+
+
+RATIONALE_ROW = {"filename": "a.flac", "candidates": ["wake me at five"],
+                 "final": {"scenario": "alarm", "action": "set", "entities": [{"time": "five"}]}}
+
+
+@pytest.mark.parametrize(("task", "row", "key"), [
+    ("mmar", MMAR_ITEM, "id"), ("mmau", MMAR_ITEM, "id"), ("speech_massive", MASSIVE_ROW, "id"),
+    ("slurp_rationale", RATIONALE_ROW, "filename"),
+])
+def test_a_gold_file_repeating_an_id_is_an_error_naming_both_lines_and_the_id(task, row, key, tmp_path):
+    # Scores are keyed by id: the later row would replace the earlier one (or count twice) without a word
+    other = {**row, key: "other"}
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join([json.dumps(row), json.dumps(other), "", json.dumps(row)]) + "\n")
+    predictions = write_jsonl(tmp_path / "predictions.jsonl", [{key: row[key]}])
+    with pytest.raises(DataError, match=rf"{gold}: line 1 and line 4 have the same {key} '{row[key]}'"):
+        get_task(task).score_files(gold, predictions)
+    gold.write_text(json.dumps(row) + "\n" + json.dumps(other) + "\n")
+    assert get_task(task).score_files(gold, predictions)["num_gold"] == 2

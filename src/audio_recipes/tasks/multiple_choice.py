@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl_lines, read_text
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, is_empty, score_choice_rows
-from audio_recipes.tasks.base import Example, Task
+from audio_recipes.tasks.base import Example, Task, check_unique_keys
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -144,6 +144,7 @@ class MultipleChoiceTask(Task):
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         located = self.read_items(Path(gold_path))
         hidden = self.check_gold(located, gold_path, ("id", "choices", "answer"))  # another task's file: an error
+        check_unique_keys(((position, str(item["id"])) for position, item in located), gold_path)
         items = [item for _, item in located]
         return self.score_rows(items, read_rows(Path(predictions_path)), hidden, skip_missing)
 

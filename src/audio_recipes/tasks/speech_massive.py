@@ -15,7 +15,7 @@ from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl, read_jsonl_lines
 from audio_recipes.metrics.massive import annotation_tags, score_massive
 from audio_recipes.metrics.slu import score_slu
-from audio_recipes.tasks.base import Example, Task, register_task, rows_by_id
+from audio_recipes.tasks.base import Example, Task, check_unique_keys, register_task, rows_by_id
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     entities_from_annotation,
@@ -153,11 +153,13 @@ class SpeechMassiveTask(Task):
         return score_items([json.loads(example.reference) for example in examples], predictions, skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        items = []
+        items, located_ids = [], []
         for position, row in read_rows(Path(gold_path)):
             where = f"{gold_path}, {position} (id {row.get('id')})"
             check_row(row, where)
             items.append(gold_item(row, where))
+            located_ids.append((position, items[-1]["id"]))
+        check_unique_keys(located_ids, gold_path)
         predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
         return {**score_items(items, predictions, skip_missing), "num_duplicates": num_duplicates}
 
