@@ -267,3 +267,30 @@ def test_tiny_recipe_evaluates_into_the_benchmark_format(task, tmp_path):
     from_file = json.loads(scored.stdout.strip().splitlines()[-1])
     for key in ("accuracy", "accuracy_official", "accuracy_extracted"):
         assert from_file[key] == metrics[key], key
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"choices": ["a", "b", "a"]}, r"choices \['a'\] occur more than once in \['a', 'b', 'a'\]"),
+    ({"choices": "a b"}, r"choices must be a list of 2 to 10 strings, got 'a b'"),  # "a" in "a b" held before
+    ({"choices": ["a", None]}, r"choices must be a list of 2 to 10 strings"),
+    ({"choices": ["a"]}, r"choices must be a list of 2 to 10 strings"),
+    ({"choices": [str(n) for n in range(11)], "answer": "0"}, r"choices must be a list of 2 to 10 strings"),
+])
+def test_mmar_items_with_choices_repeated_or_not_a_list_of_strings_are_refused_naming_the_item(change, message,
+                                                                                             tmp_path):
+    from audio_recipes.errors import DataError
+
+    path = tmp_path / "meta.jsonl"
+    path.write_text(json.dumps(GOOD_ITEM) + "\n" + json.dumps({**BAD_ITEM, "answer": "a", **change}) + "\n")
+    with pytest.raises(DataError, match=rf"meta.jsonl, line 2 \(id x\): {message}"):
+        get_task("mmar", TaskArguments(task="mmar", test_file=str(path), input_mode="text")).examples("test")
+    with pytest.raises(DataError, match=rf"meta.jsonl, line 2 \(id x\): {message}"):
+        get_task("mmar").score_files(path, path)
+
+
+def test_mmau_keeps_its_published_items_whose_choices_repeat(tmp_path):
+    # MMAU's test-mini repeats a choice's text on 27 items (e.g. ["thirteen", "twenty", "thirteen", "five"])
+    path = tmp_path / "mmau.json"
+    path.write_text(json.dumps([{**GOOD_ITEM, "audio_id": "a.wav", "choices": ["a", "b", "a"]}]))
+    examples = get_task("mmau", TaskArguments(task="mmau", test_file=str(path), input_mode="text")).examples("test")
+    assert examples[0].completion == "<answer>(A) a</answer>"

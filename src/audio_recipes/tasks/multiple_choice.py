@@ -46,6 +46,8 @@ class MultipleChoiceTask(Task):
     default_system_prompt = SYSTEM_PROMPT
     prediction_key = "id"
     input_modes = ("audio", "text")  # text: the question and choices without the audio (a no-audio baseline)
+    # A choice whose text repeats is one answer under two letters; MMAU's published test-mini has 27 such items
+    repeated_choices_allowed: ClassVar[bool] = False
 
     def read_items(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
         return read_located_rows(path)
@@ -63,9 +65,20 @@ class MultipleChoiceTask(Task):
         for position, item in located:
             where = f"{source}, {position} (id {item.get('id')})"
             self.check_fields(item, tuple(f for f in fields if not (hidden and f == "answer")), where)
-            if not hidden and item["answer"] not in item["choices"]:
+            self.check_choices(item["choices"], where)
+            if not hidden and (not isinstance(item["answer"], str) or item["answer"] not in item["choices"]):
                 raise DataError(f"{where}: answer {item['answer']!r} is not one of its choices {item['choices']}")
         return hidden
+
+    def check_choices(self, choices: Any, where: str) -> None:
+        """Two to ten choices (the letters A-J), each a string; none repeated unless the benchmark repeats them."""
+        if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) \
+                or not all(isinstance(choice, str) for choice in choices):
+            raise DataError(f"{where}: choices must be a list of 2 to {len(LETTERS)} strings, got {choices!r:.200}")
+        repeated = sorted({choice for choice in choices if choices.count(choice) > 1})
+        if repeated and not self.repeated_choices_allowed:
+            raise DataError(f"{where}: choices {repeated} occur more than once in {choices}; a {self.name} item "
+                            "needs distinct choices (the letters would name one answer twice)")
 
     def load_examples(self, split: str) -> list[Example]:
         path = self.data_file(split)
