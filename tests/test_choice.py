@@ -214,14 +214,25 @@ def test_score_script_mmar_and_mmau(shared_data, tmp_path):
     assert any(key.startswith("accuracy[difficulty=") for key in metrics)
 
 
-def test_answer_not_among_choices_is_a_named_data_error(tmp_path):
+GOOD_ITEM = {"id": "ok", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"], "answer": "a"}
+BAD_ITEM = {"id": "x", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"], "answer": "c"}
+
+
+@pytest.mark.parametrize(("name", "text", "position"), [
+    # Counted from 1 as the builders count: a JSON-lines row by its line (blank lines counted), a list's by its item
+    ("meta.jsonl", json.dumps(GOOD_ITEM) + "\n\n" + json.dumps(BAD_ITEM) + "\n", "line 3"),
+    ("meta.json", json.dumps([GOOD_ITEM, BAD_ITEM]), "item 2"),
+])
+def test_answer_not_among_choices_is_a_data_error_naming_the_line_or_item(name, text, position, tmp_path):
     from audio_recipes.errors import DataError
 
-    path = tmp_path / "meta.jsonl"
-    path.write_text(json.dumps({"id": "x", "audio_path": "a.wav", "question": "q", "choices": ["a", "b"],
-                                "answer": "c"}) + "\n")
-    with pytest.raises(DataError, match=r"item 0 \(id x\): answer 'c' is not one of its choices"):
+    path = tmp_path / name
+    path.write_text(text)
+    message = rf"{name}, {position} \(id x\): answer 'c' is not one of its choices"
+    with pytest.raises(DataError, match=message):
         get_task("mmar", TaskArguments(task="mmar", test_file=str(path), input_mode="text")).examples("test")
+    with pytest.raises(DataError, match=message):
+        get_task("mmar").score_files(path, path)
 
 
 @pytest.mark.parametrize("task", ["mmar", "mmau"])
@@ -256,3 +267,30 @@ def test_tiny_recipe_evaluates_into_the_benchmark_format(task, tmp_path):
     from_file = json.loads(scored.stdout.strip().splitlines()[-1])
     for key in ("accuracy", "accuracy_official", "accuracy_extracted"):
         assert from_file[key] == metrics[key], key
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"choices": ["a", "b", "a"]}, r"choices \['a'\] occur more than once in \['a', 'b', 'a'\]"),
+    ({"choices": "a b"}, r"choices must be a list of 2 to 10 strings, got 'a b'"),  # "a" in "a b" held before
+    ({"choices": ["a", None]}, r"choices must be a list of 2 to 10 strings"),
+    ({"choices": ["a"]}, r"choices must be a list of 2 to 10 strings"),
+    ({"choices": [str(n) for n in range(11)], "answer": "0"}, r"choices must be a list of 2 to 10 strings"),
+])
+def test_mmar_items_with_choices_repeated_or_not_a_list_of_strings_are_refused_naming_the_item(change, message,
+                                                                                             tmp_path):
+    from audio_recipes.errors import DataError
+
+    path = tmp_path / "meta.jsonl"
+    path.write_text(json.dumps(GOOD_ITEM) + "\n" + json.dumps({**BAD_ITEM, "answer": "a", **change}) + "\n")
+    with pytest.raises(DataError, match=rf"meta.jsonl, line 2 \(id x\): {message}"):
+        get_task("mmar", TaskArguments(task="mmar", test_file=str(path), input_mode="text")).examples("test")
+    with pytest.raises(DataError, match=rf"meta.jsonl, line 2 \(id x\): {message}"):
+        get_task("mmar").score_files(path, path)
+
+
+def test_mmau_keeps_its_published_items_whose_choices_repeat(tmp_path):
+    # MMAU's test-mini repeats a choice's text on 27 items (e.g. ["thirteen", "twenty", "thirteen", "five"])
+    path = tmp_path / "mmau.json"
+    path.write_text(json.dumps([{**GOOD_ITEM, "audio_id": "a.wav", "choices": ["a", "b", "a"]}]))
+    examples = get_task("mmau", TaskArguments(task="mmau", test_file=str(path), input_mode="text")).examples("test")
+    assert examples[0].completion == "<answer>(A) a</answer>"

@@ -93,12 +93,12 @@ def test_raw_outputs_cut_inside_a_character_drop_the_torn_line(tmp_path):
 
 
 @pytest.mark.parametrize(("task", "gold_of", "message"), [
-    ("mmar", "slurp", r"gold\.jsonl, item 0 \(id None\): lacks id, choices, answer \(a mmar item has id, choices, "
+    ("mmar", "slurp", r"gold\.jsonl, line 1 \(id None\): lacks id, choices, answer \(a mmar item has id, choices, "
                       r"answer\)"),
-    ("mmau", "slurp", r"gold\.jsonl, item 0 \(id None\): lacks id, choices, answer"),
+    ("mmau", "slurp", r"gold\.jsonl, line 1 \(id None\): lacks id, choices, answer"),
     ("slurp", "mmar", r"gold\.jsonl, line 1 \(slurp_id None\): SLURP row lacks slurp_id, sentence, scenario, action, "
                       r"tokens, entities, recordings \(expected keys: slurp_id, "),
-    ("speech_massive", "slurp", r"gold\.jsonl, row 0 \(id None\): Speech-MASSIVE row lacks id, locale, utt, "
+    ("speech_massive", "slurp", r"gold\.jsonl, line 1 \(id None\): Speech-MASSIVE row lacks id, locale, utt, "
                                 r"annot_utt, intent_str \(expected keys: "),
     ("speech_tokens", "speech_tokens without id", r"gold\.jsonl, line 1: no 'id'"),
 ])
@@ -224,3 +224,23 @@ def test_atomic_writes_leave_a_users_tmp_file_alone_and_clean_up_after_a_failure
         write_atomic(target, fails_half_way)
     assert target.read_text(encoding="utf-8") == "first"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report.md", "report.md.tmp"]
+
+
+RATIONALE_ROW = {"filename": "a.flac", "candidates": ["wake me at five"],
+                 "final": {"scenario": "alarm", "action": "set", "entities": [{"time": "five"}]}}
+
+
+@pytest.mark.parametrize(("task", "row", "key"), [
+    ("mmar", MMAR_ITEM, "id"), ("mmau", MMAR_ITEM, "id"), ("speech_massive", MASSIVE_ROW, "id"),
+    ("slurp_rationale", RATIONALE_ROW, "filename"),
+])
+def test_a_gold_file_repeating_an_id_is_an_error_naming_both_lines_and_the_id(task, row, key, tmp_path):
+    # Scores are keyed by id: the later row would replace the earlier one (or count twice) without a word
+    other = {**row, key: "other"}
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join([json.dumps(row), json.dumps(other), "", json.dumps(row)]) + "\n")
+    predictions = write_jsonl(tmp_path / "predictions.jsonl", [{key: row[key]}])
+    with pytest.raises(DataError, match=rf"{gold}: line 1 and line 4 have the same {key} '{row[key]}'"):
+        get_task(task).score_files(gold, predictions)
+    gold.write_text(json.dumps(row) + "\n" + json.dumps(other) + "\n")
+    assert get_task(task).score_files(gold, predictions)["num_gold"] == 2

@@ -157,6 +157,27 @@ def test_speech_massive_parquet_and_hub_errors(tmp_path):
         get_task("speech_massive", TaskArguments(task="speech_massive", train_file=str(bad))).examples("train")
 
 
+def test_speech_massive_errors_name_the_line_or_row_counted_from_one(tmp_path):
+    import pandas as pd
+
+    path = massive_fixture(tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    del rows[1]["intent_str"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")  # the bad row on line 3
+    task = get_task("speech_massive", TaskArguments(task="speech_massive", train_file=str(bad), input_mode="text"))
+    with pytest.raises(DataError, match=r"bad.jsonl, line 3 \(id 2\): Speech-MASSIVE row lacks intent_str"):
+        task.examples("train")
+    with pytest.raises(DataError, match=r"bad.jsonl, line 3 \(id 2\)"):
+        task.score_files(bad, bad)
+    rows[1]["intent_str"], rows[1]["annot_utt"] = "iot_hue_lightoff", "éteins [house_place : cuisine]"
+    table = tmp_path / "bad.parquet"
+    pd.DataFrame(rows).to_parquet(table)
+    task = get_task("speech_massive", TaskArguments(task="speech_massive", train_file=str(table), input_mode="text"))
+    with pytest.raises(DataError, match=r"bad.parquet, row 2 \(id 2\): annot_utt gives 2 tagged words, utt has 6"):
+        task.examples("train")
+
+
 def test_speech_massive_without_hub_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

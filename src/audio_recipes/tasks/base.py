@@ -6,7 +6,7 @@ import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
@@ -206,6 +206,17 @@ def check_unique_ids(examples: list[Example], source: str | Path | None) -> None
         more = f", first {MAX_LISTED_FILES} shown" if len(repeated) > MAX_LISTED_FILES else ""
         raise DataError(f"{source}: {len(repeated)} item id(s) occur more than once ({shown}{more}); evaluation keys "
                         "outputs and scores by id, so each item needs its own")
+
+
+def check_unique_keys(located_keys: Iterable[tuple[str, str]], source: str | Path, key_name: str = "id") -> None:
+    """A gold file's rows each have a key of their own: scores are keyed by it, so a repeated one would let one row
+    replace the other, or count twice. `located_keys`: (where the row is, e.g. `line 3`, its key)."""
+    first_seen: dict[str, str] = {}
+    for position, key in located_keys:
+        if key in first_seen:
+            raise DataError(f"{source}: {first_seen[key]} and {position} have the same {key_name} {key!r}; the scores "
+                            f"are keyed by {key_name}, so each gold row needs its own")
+        first_seen[key] = position
 
 
 def audio_file_problem(path: str) -> str | None:

@@ -25,6 +25,7 @@ class MmauTask(MultipleChoiceTask):
     group_fields = ("task", "category", "sub-category", "difficulty")
     official_group_fields = ("task", "difficulty", "sub-category")  # evaluation.py's breakdowns
     predictions_file = "predictions.json"  # a JSON list: evaluation.py reads the file with json.load
+    repeated_choices_allowed = True  # 27 test-mini items repeat a choice's text; its scripts score them as they are
 
     def official_row(self, example: Example, raw_output: str, answer_text: str) -> dict[str, Any]:
         row = super().official_row(example, raw_output, answer_text)

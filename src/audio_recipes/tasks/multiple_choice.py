@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl, read_text
+from audio_recipes.io import read_jsonl_lines, read_text
 from audio_recipes.metrics.choice import LETTERS, answer_text, extract_choice, is_empty, score_choice_rows
-from audio_recipes.tasks.base import Example, Task
+from audio_recipes.tasks.base import Example, Task, check_unique_keys
 
 SYSTEM_PROMPT = "You are an expert in audio understanding and reasoning."
 INSTRUCTION = "Answer with the letter and the text of the correct choice inside <answer></answer>."
@@ -46,25 +46,39 @@ class MultipleChoiceTask(Task):
     default_system_prompt = SYSTEM_PROMPT
     prediction_key = "id"
     input_modes = ("audio", "text")  # text: the question and choices without the audio (a no-audio baseline)
+    # A choice whose text repeats is one answer under two letters; MMAU's published test-mini has 27 such items
+    repeated_choices_allowed: ClassVar[bool] = False
 
-    def read_items(self, path: Path) -> list[dict[str, Any]]:
-        return read_rows(path)
+    def read_items(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
+        return read_located_rows(path)
 
     def check_fields(self, item: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
         missing = [key for key in fields if key not in item]
         if missing:
             raise DataError(f"{where}: lacks {', '.join(missing)} (a {self.name} item has {', '.join(fields)})")
 
-    def check_gold(self, items: list[dict[str, Any]], source: str | Path, fields: tuple[str, ...]) -> bool:
-        """Every item has `fields`, and an answer among its choices; or no item has an answer (answers withheld, as
-        in a benchmark's test set). Returns whether the answers are withheld."""
-        hidden = bool(items) and all("choices" in item and "answer" not in item for item in items)
-        for index, item in enumerate(items):
-            where = f"{source}, item {index} (id {item.get('id')})"
+    def check_gold(self, located: list[tuple[str, dict[str, Any]]], source: str | Path,
+                   fields: tuple[str, ...]) -> bool:
+        """Every item (with where it is in `source`) has `fields`, and an answer among its choices; or no item has
+        an answer (answers withheld, as in a benchmark's test set). Returns whether the answers are withheld."""
+        hidden = bool(located) and all("choices" in item and "answer" not in item for _, item in located)
+        for position, item in located:
+            where = f"{source}, {position} (id {item.get('id')})"
             self.check_fields(item, tuple(f for f in fields if not (hidden and f == "answer")), where)
-            if not hidden and item["answer"] not in item["choices"]:
+            self.check_choices(item["choices"], where)
+            if not hidden and (not isinstance(item["answer"], str) or item["answer"] not in item["choices"]):
                 raise DataError(f"{where}: answer {item['answer']!r} is not one of its choices {item['choices']}")
         return hidden
+
+    def check_choices(self, choices: Any, where: str) -> None:
+        """Two to ten choices (the letters A-J), each a string; none repeated unless the benchmark repeats them."""
+        if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) \
+                or not all(isinstance(choice, str) for choice in choices):
+            raise DataError(f"{where}: choices must be a list of 2 to {len(LETTERS)} strings, got {choices!r:.200}")
+        repeated = sorted({choice for choice in choices if choices.count(choice) > 1})
+        if repeated and not self.repeated_choices_allowed:
+            raise DataError(f"{where}: choices {repeated} occur more than once in {choices}; a {self.name} item "
+                            "needs distinct choices (the letters would name one answer twice)")
 
     def load_examples(self, split: str) -> list[Example]:
         path = self.data_file(split)
@@ -73,12 +87,12 @@ class MultipleChoiceTask(Task):
         audio_dir = Path(self.args.audio_dir) if self.args.audio_dir else None
         if self.args.input_mode != "text" and audio_dir is None:
             raise DataError(f"task {self.name} needs audio_dir (the folder the metadata's audio paths start from)")
-        items = self.read_items(Path(path))
-        hidden = self.check_gold(items, path, ("id", "question", "choices", "answer", self.audio_field))
+        located = self.read_items(Path(path))
+        hidden = self.check_gold(located, path, ("id", "question", "choices", "answer", self.audio_field))
         if hidden and split == "train":
             raise DataError(f"{path}: no item has an answer (a test set whose answers are withheld): nothing to train on")
         examples = []
-        for item in items:
+        for _, item in located:
             reference = {key: value for key, value in item.items() if key not in HIDDEN_FIELDS}
             audio = None if self.args.input_mode == "text" else str(audio_dir / item[self.audio_field])
             examples.append(Example(
@@ -141,20 +155,29 @@ class MultipleChoiceTask(Task):
         return self.score_rows(items, list(predictions.values()), hidden, skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        items = self.read_items(Path(gold_path))
-        hidden = self.check_gold(items, gold_path, ("id", "choices", "answer"))  # another task's file: an error
+        located = self.read_items(Path(gold_path))
+        hidden = self.check_gold(located, gold_path, ("id", "choices", "answer"))  # another task's file: an error
+        check_unique_keys(((position, str(item["id"])) for position, item in located), gold_path)
+        items = [item for _, item in located]
         return self.score_rows(items, read_rows(Path(predictions_path)), hidden, skip_missing)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """A JSON list (as the benchmarks' scripts read) or JSON lines."""
+def read_located_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """A JSON list (as the benchmarks' scripts read) or JSON lines, each row with where it is, as errors name it:
+    `item N` of a list, `line N` of JSON lines (both counted from 1, blank lines counted)."""
     text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from error
-        if not all(isinstance(row, dict) for row in rows):
-            raise DataError(f"{path}: expected a JSON list of objects")
-        return rows
-    return read_jsonl(path)
+        not_objects = [number for number, row in enumerate(rows, start=1) if not isinstance(row, dict)]
+        if not_objects:
+            raise DataError(f"{path}, item {not_objects[0]}: expected a JSON list of objects")
+        return [(f"item {number}", row) for number, row in enumerate(rows, start=1)]
+    return [(f"line {number}", row) for number, row in read_jsonl_lines(path)]
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON list or JSON lines file (read_located_rows without their positions)."""
+    return [row for _, row in read_located_rows(path)]

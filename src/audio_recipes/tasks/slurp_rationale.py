@@ -18,7 +18,7 @@ from audio_recipes.errors import DataError
 from audio_recipes.io import read_jsonl, read_jsonl_lines, write_jsonl_atomic
 from audio_recipes.metrics.slu import F1Counter, score_slu, span_f1_counts
 from audio_recipes.output_tags import remove_tagged
-from audio_recipes.tasks.base import Example, Task, register_task
+from audio_recipes.tasks.base import Example, Task, check_unique_keys, register_task
 from audio_recipes.tasks.slu_format import (
     MAX_OBJECT_STARTS,
     empty_prediction,
@@ -192,12 +192,14 @@ class SlurpRationaleTask(Task):
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
         """A data file of this task (filename, final) against prediction rows keyed by `file`."""
-        gold = {}
+        gold, located_files = {}, []
         for line_number, row in read_jsonl_lines(gold_path):
             where = f"{gold_path}, line {line_number}"
             if "filename" not in row or "final" not in row:
                 raise DataError(f"{where}: a gold row needs filename and final")
             gold[row["filename"]] = gold_label(row["final"], where)
+            located_files.append((f"line {line_number}", row["filename"]))
+        check_unique_keys(located_files, gold_path, "filename")
         predictions = {str(row.get("file")): row for row in read_jsonl(predictions_path)}
         return label_metrics(gold, predictions, skip_missing)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from audio_recipes.errors import DataError
-from audio_recipes.io import read_jsonl
+from audio_recipes.io import read_jsonl, read_jsonl_lines
 from audio_recipes.metrics.massive import annotation_tags, score_massive
 from audio_recipes.metrics.slu import score_slu
-from audio_recipes.tasks.base import Example, Task, register_task, rows_by_id
+from audio_recipes.tasks.base import Example, Task, check_unique_keys, register_task, rows_by_id
 from audio_recipes.tasks.slu_format import (
     SLU_INPUT_MODES,
     entities_from_annotation,
@@ -46,13 +46,18 @@ def check_row(row: dict[str, Any], where: str) -> None:
                         f"{', '.join(REQUIRED_KEYS)})")
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Local files exported from the Hub dataset: JSON lines or parquet."""
+def numbered_rows(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Rows of a table (parquet, a Hub split) with their position as errors name it: `row N`, 1 = the first."""
+    return [(f"row {number}", row) for number, row in enumerate(rows, start=1)]
+
+
+def read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Local files exported from the Hub dataset, JSON lines (each row named by its line) or parquet (by its row)."""
     if path.suffix == ".parquet":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict(orient="records")
-    return read_jsonl(path)
+        return numbered_rows(pd.read_parquet(path).to_dict(orient="records"))
+    return [(f"line {number}", row) for number, row in read_jsonl_lines(path)]
 
 
 def read_hub_split(dataset_name: str, locale: str, split: str, audio_cache: Path) -> list[dict[str, Any]]:
@@ -85,7 +90,8 @@ class SpeechMassiveTask(Task):
     prediction_key = "id"
     input_modes = SLU_INPUT_MODES
 
-    def rows(self, split: str) -> tuple[list[dict[str, Any]], str, Path | None]:
+    def rows(self, split: str) -> tuple[list[tuple[str, dict[str, Any]]], str, Path | None]:
+        """The rows of `split`, each with where it is (`line N`, `row N`), what they were read from, the audio."""
         path = self.data_file(split)
         if path is not None:
             audio_dir = Path(self.args.audio_dir) if self.args.audio_dir else Path(path).parent / "audio"
@@ -96,7 +102,7 @@ class SpeechMassiveTask(Task):
         locale = self.args.locale or "fr-FR"
         cache = Path(self.args.audio_dir or f"data/speech_massive/{locale}/audio")
         rows = read_hub_split(dataset, locale, self.split_name(split), cache)
-        return rows, self.data_source(split), cache
+        return numbered_rows(rows), self.data_source(split), cache
 
     def hub_dataset(self, split: str) -> str | None:
         if split == "test" and self.args.test_dataset_name:
@@ -113,8 +119,8 @@ class SpeechMassiveTask(Task):
         rows, source, audio_dir = self.rows(split)
         mode = self.args.input_mode
         examples = []
-        for index, row in enumerate(rows):
-            where = f"{source}, row {index} (id {row.get('id')})"
+        for position, row in rows:
+            where = f"{source}, {position} (id {row.get('id')})"
             check_row(row, where)
             if self.args.locale and row["locale"] != self.args.locale:
                 continue
@@ -147,11 +153,13 @@ class SpeechMassiveTask(Task):
         return score_items([json.loads(example.reference) for example in examples], predictions, skip_missing)
 
     def score_files(self, gold_path: Path, predictions_path: Path, skip_missing: bool = False) -> dict:
-        items = []
-        for index, row in enumerate(read_rows(Path(gold_path))):
-            where = f"{gold_path}, row {index} (id {row.get('id')})"
+        items, located_ids = [], []
+        for position, row in read_rows(Path(gold_path)):
+            where = f"{gold_path}, {position} (id {row.get('id')})"
             check_row(row, where)
             items.append(gold_item(row, where))
+            located_ids.append((position, items[-1]["id"]))
+        check_unique_keys(located_ids, gold_path)
         predictions, num_duplicates = rows_by_id(read_jsonl(predictions_path))
         return {**score_items(items, predictions, skip_missing), "num_duplicates": num_duplicates}
 
