@@ -112,7 +112,7 @@ def test_score_py_on_a_file_that_is_not_utf8_or_another_tasks_gold_is_one_line(t
     # MMAR scored against SLURP's gold was a KeyError
     slurp_gold = PROJECT_ROOT / "assets/slurp/test.jsonl"
     result = run_script("scripts/score.py", "mmar", "--gold", str(slurp_gold), "--predictions", str(predictions))
-    assert_one_line_error(result, 1, "score.py", f"{slurp_gold}, item 0", "lacks id, choices, answer",
+    assert_one_line_error(result, 1, "score.py", f"{slurp_gold}, line 1", "lacks id, choices, answer",
                           "a mmar item has id, choices, answer")
 
 
